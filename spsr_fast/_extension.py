@@ -1,0 +1,21 @@
+"""Loads the compiled extension spsr_fast._C once and answers what it holds."""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+try:
+    importlib.import_module("spsr_fast._C")
+    LOADED = True
+    LOAD_ERROR = ""
+except ImportError as error:  # not built, or built against another torch
+    LOADED = False
+    LOAD_ERROR = f"{type(error).__name__}: {error}"
+
+
+def has_kernel(op: str, dispatch_key: str) -> bool:
+    """Whether spsr_fast::<op> has a kernel for dispatch_key ("CPU" or "CUDA")."""
+    if not LOADED:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"spsr_fast::{op}", dispatch_key)

@@ -1,0 +1,5 @@
+"""Fused ops of spsr-fast. Each op module registers its backends on import."""
+from ._backend import BACKENDS, REGISTRY, backend, get_backend, set_backend
+from .gradient_map import gradient_map
+
+__all__ = ["BACKENDS", "REGISTRY", "backend", "get_backend", "set_backend", "gradient_map"]
