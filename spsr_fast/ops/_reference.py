@@ -43,3 +43,29 @@ def gradient_map_authors(x: torch.Tensor, padding: int = 1) -> torch.Tensor:
         h = F.conv2d(xc, kernel_h, padding=padding)
         channels.append(torch.sqrt(v.pow(2) + h.pow(2) + GRADIENT_EPS))
     return torch.cat(channels, dim=1)
+
+
+# ---------------------------------------------------------------------------------------
+# Residual dense blocks (DESIGN.md 2.2): the plain torch.cat formulation of ESRGAN's
+# ResidualDenseBlock_5C and RRDB, the ground truth of spsr_fast.ops.dense_block.
+
+DENSE_NEGATIVE_SLOPE = 0.2
+
+
+def residual_dense_block_reference(x: torch.Tensor, weights, biases, residual_scale: float = 0.2) -> torch.Tensor:
+    """x1..x4 = lrelu(conv_k(cat(x, x1, ..))), x5 = conv5(cat(x..x4)); returns s*x5 + x."""
+    features = [x]
+    for k in range(4):
+        conv = F.conv2d(torch.cat(features, 1), weights[k], biases[k], padding=1)
+        features.append(F.leaky_relu(conv, DENSE_NEGATIVE_SLOPE))
+    x5 = F.conv2d(torch.cat(features, 1), weights[4], biases[4], padding=1)
+    return x5 * residual_scale + x
+
+
+def rrdb_reference(x: torch.Tensor, weights, biases, residual_scale: float = 0.2) -> torch.Tensor:
+    """Three residual dense blocks (15 convs) and the outer residual s*out + x."""
+    out = x
+    for block in range(len(weights) // 5):
+        out = residual_dense_block_reference(out, weights[5 * block:5 * block + 5],
+                                             biases[5 * block:5 * block + 5], residual_scale)
+    return out * residual_scale + x

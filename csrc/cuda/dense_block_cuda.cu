@@ -1,0 +1,11 @@
+// CUDA registration of the dense-block op: the same ATen implementation as the CPU one
+// (csrc/dense_block.cpp), whose convolutions run on cuDNN here.
+#include <torch/library.h>
+
+#include "../dense_block.h"
+
+namespace spsr_fast {
+
+TORCH_LIBRARY_IMPL(spsr_fast, CUDA, m) { m.impl("dense_blocks", &dense_blocks); }
+
+}  // namespace spsr_fast
