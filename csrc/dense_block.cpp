@@ -75,22 +75,21 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> dense_blocks(
   };
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(channels_last));
   std::vector<at::Tensor> kept;
-  at::Tensor ping_pong[2];  // inference needs only the block being read and the next one
-  auto buffer_for = [&](int64_t block) -> at::Tensor {
+  at::Tensor shared;  // inference: one buffer, reused by every block
+  auto buffer_for = [&]() -> at::Tensor {
     if (keep_buffers) {
       kept.push_back(new_buffer());
       return kept.back();
     }
-    at::Tensor& slot = ping_pong[block % 2];
-    if (!slot.defined()) slot = new_buffer();
-    return slot;
+    if (!shared.defined()) shared = new_buffer();
+    return shared;
   };
   if (x.numel() == 0) {
-    for (int64_t block = 0; keep_buffers && block < g.blocks; ++block) buffer_for(block);
+    for (int64_t block = 0; keep_buffers && block < g.blocks; ++block) buffer_for();
     return {out, kept};
   }
 
-  at::Tensor buffer = buffer_for(0);
+  at::Tensor buffer = buffer_for();
   buffer.narrow(1, 0, g.nf).copy_(x_cl);
   at::Tensor block_input = x_cl;  // conv1 reads a dense tensor, not a strided slice
   for (int64_t block = 0; block < g.blocks; ++block) {
@@ -106,7 +105,8 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> dense_blocks(
     const at::Tensor block_x = buffer.narrow(1, 0, g.nf);
     const bool last = block + 1 == g.blocks;
     if (!last) {
-      at::Tensor next = buffer_for(block + 1);
+      // x5 is a tensor of its own, so the next block's input may overwrite this buffer
+      at::Tensor next = buffer_for();
       at::Tensor next_x = next.narrow(1, 0, g.nf);
       at::add_out(next_x, block_x, x5, residual_scale);  // x_in + s*x5
       buffer = next;

@@ -119,12 +119,11 @@ def dense_blocks_backward(grad_out, buffers, weights, residual_scale, outer_resi
     grad_weights = [None] * len(weights)
     grad_biases = [None] * len(weights)
     grad_block = grad_out * s if outer_residual else grad_out  # d loss / d (last block's output)
-    grad_buffer = torch.empty_like(buffers[0])
     for block in reversed(range(len(buffers))):
         buf, first = buffers[block], CONVS_PER_BLOCK * block
-        grad_in, grad_weights[first + 4], grad_biases[first + 4] = _conv_backward(
+        # conv5's input gradient covers the whole buffer: it becomes the gradient buffer
+        grad_buffer, grad_weights[first + 4], grad_biases[first + 4] = _conv_backward(
             grad_block * s, buf, weights[first + 4])
-        grad_buffer.copy_(grad_in)
         grad_buffer[:, :nf] += grad_block  # the block's own residual
         for k in (3, 2, 1, 0):
             c_in = nf + k * gc
@@ -134,7 +133,9 @@ def dense_blocks_backward(grad_out, buffers, weights, residual_scale, outer_resi
             grad_in, grad_weights[first + k], grad_biases[first + k] = _conv_backward(
                 grad_pre, buf[:, :c_in], weights[first + k])
             grad_buffer[:, :c_in] += grad_in
-        grad_block = grad_buffer[:, :nf].clone()  # grad_buffer is reused by the block before
+            del grad_in
+        grad_block = grad_buffer[:, :nf].clone()  # frees the rest of the gradient buffer
+        del grad_buffer
     grad_x = grad_block + grad_out if outer_residual else grad_block
     return grad_x, grad_weights, grad_biases
 
@@ -156,6 +157,10 @@ def _setup_context(ctx, inputs, output):
     ctx.residual_scale = residual_scale
     ctx.outer_residual = outer_residual
     ctx.save_for_backward(*buffers, *weights)
+    # The buffers are outputs only so that they can be saved: no gradient flows into them
+    # (and none is materialised as zeros in backward).
+    ctx.mark_non_differentiable(*buffers)
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_out, _grad_buffers):
