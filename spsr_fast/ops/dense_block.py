@@ -154,6 +154,7 @@ def _setup_context(ctx, inputs, output):
     x, weights, biases, residual_scale, outer_residual, keep_buffers = inputs
     _out, buffers = output
     ctx.blocks = len(buffers)
+    ctx.convs = len(weights)
     ctx.residual_scale = residual_scale
     ctx.outer_residual = outer_residual
     ctx.save_for_backward(*buffers, *weights)
@@ -168,6 +169,8 @@ def _backward(ctx, grad_out, _grad_buffers):
         raise RuntimeError("dense_blocks: backward needs the buffers, but the forward ran with "
                            "keep_buffers=False (call it with grad enabled)")
     saved = ctx.saved_tensors
+    if grad_out is None:  # the output did not take part in the loss
+        return None, [None] * ctx.convs, [None] * ctx.convs, None, None, None
     buffers, weights = saved[:ctx.blocks], saved[ctx.blocks:]
     grad_x, grad_weights, grad_biases = dense_blocks_backward(
         grad_out, buffers, weights, ctx.residual_scale, ctx.outer_residual)
