@@ -136,20 +136,20 @@ ESRGAN_NEW = Layout(
 )
 
 
-def _old_steps(sd, layout: str, tail: int) -> int:
-    """The authors' Sequential `model`: up-conv k at index 3k, the last conv at 3*steps + tail."""
-    top = _indices(sd, r"model\.(\d+)\.weight")
-    if not top:
-        raise CheckpointError(f"{layout} layout: no model.N.weight keys")
-    steps, rest = divmod(top[-1] - tail, 3)
-    if rest or steps < 0:
-        raise CheckpointError(f"{layout} layout: last conv model.{top[-1]} does not fit "
-                              f"nearest-upsampling steps of (upsample, conv, LeakyReLU)")
+def _old_steps(sd, layout: str) -> int:
+    """The Sequential `model` of ESRGAN's old layout and of the authors' SPSRNet: index 0
+    fea_conv, 1 the trunk, then (upsample, conv, LeakyReLU) per x2 step, so the up
+    convs sit at model.3, model.6, ...: their count is the number of steps."""
+    if "model.0.weight" not in sd:
+        raise CheckpointError(f"{layout} layout: key model.0.weight is missing, cannot infer the network")
+    steps = 0
+    while f"model.{3 * (steps + 1)}.weight" in sd:
+        steps += 1
     return steps
 
 
 def _esrgan_old_config(sd) -> dict:
-    steps = _old_steps(sd, "esrgan_old", 4)
+    steps = _old_steps(sd, "esrgan_old")
     nf, conv_first_in = _shape(sd, "model.0.weight", "esrgan_old")[:2]
     out_nc = _shape(sd, f"model.{3 * steps + 4}.weight", "esrgan_old")[0]
     return dict(in_nc=conv_first_in, out_nc=out_nc, nf=nf,
@@ -193,7 +193,7 @@ GRADIENT_KERNEL_H = torch.tensor([[[[0.0, 0.0, 0.0], [-1.0, 0.0, 1.0], [0.0, 0.0
 
 def _authors_config(sd) -> dict:
     layout = "authors_spsr"
-    steps = _old_steps(sd, layout, 2)
+    steps = _old_steps(sd, layout)
     nf, in_nc = _shape(sd, "model.0.weight", layout)[:2]
     nb = _count_blocks(sd, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight", layout)
     if nb < AUTHORS_TAPS[-1]:

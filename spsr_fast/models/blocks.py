@@ -103,6 +103,8 @@ def kaiming_init_(module: nn.Module, scale: float = 1.0) -> None:
     linear weight, zero biases, BatchNorm weight 1 / bias 0. Generators use scale 0.1,
     discriminators 1."""
     for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)) and m.weight.is_meta:
+            continue  # built only for its shapes (checkpoint loading): nothing to fill
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
             m.weight.mul_(scale)
