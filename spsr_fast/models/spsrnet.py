@@ -88,6 +88,25 @@ class SPSRNet(nn.Module):
         self.conv_last = conv3x3(nf, out_nc)
         kaiming_init_(self, 0.1)
 
+    SR_BRANCH_PREFIXES = ("conv_first.", "body.", "conv_body.", "conv_up", "conv_hr.")
+
+    @torch.no_grad()
+    def load_sr_branch(self, rrdbnet: nn.Module) -> list[str]:
+        """Copies a (PSNR-pretrained) RRDBNet into the SR branch, as the paper initialises
+        it: conv_first, the RRDBs, conv_body, the up convs and conv_hr share names and
+        shapes; RRDBNet's conv_last (to RGB) has no counterpart. Returns the copied keys."""
+        source = rrdbnet.state_dict()
+        target = self.state_dict()
+        keys = [k for k in target if k.startswith(self.SR_BRANCH_PREFIXES)]
+        problems = [k for k in keys if k not in source or source[k].shape != target[k].shape]
+        if problems or getattr(rrdbnet, "unshuffle", 1) != 1:
+            raise ValueError(f"load_sr_branch: the RRDBNet does not fit this SPSRNet's SR branch "
+                             f"(nf, nb, gc and scale must match, no unshuffle); first differing keys: "
+                             f"{', '.join(problems[:5])}")
+        for key in keys:
+            target[key].copy_(source[key])
+        return keys
+
     def trunk(self, feat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Runs the RRDBs and conv_body; returns (output, features after each tap)."""
         tapped, done = [], 0
