@@ -1,7 +1,6 @@
 """Checkpoints: our format, the authors' SPSR layout, ESRGAN old/new and BasicSR, bad files."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,18 +8,13 @@ import torch
 import spsr_fast
 from authors_esrgan_oracle import (basicsr_forward, basicsr_keys, esrgan_new_forward, esrgan_new_keys,
                                    esrgan_old_forward, esrgan_old_keys)
-from authors_spsr_oracle import authors_spsr_state_dict, random_weights, spsr_forward, spsr_keys
+from authors_spsr_oracle import authors_spsr_state_dict, random_weights, reference_json, spsr_forward, spsr_keys
 from spsr_fast.checkpoints import (CheckpointError, CheckpointNotFoundError, detect_layout, export_state_dict,
                                    inspect_checkpoint, load_model, save_model)
 from spsr_fast.models import NSE, ContrastivePredictor, JigsawHead, RRDBNet, SPSRNet, VGGDiscriminator128
 
-REFERENCE = Path("/work/shared/reference/spsr_official_state_dict.json")
-
-
 def reference_generator_shapes():
-    if not REFERENCE.exists():
-        pytest.skip("reference JSON not present")
-    entries = json.loads(REFERENCE.read_text())["generator_SPSRNet_test_options"]["state_dict"]
+    entries = reference_json()["generator_SPSRNet_test_options"]["state_dict"]
     return {e["key"]: tuple(e["shape"]) for e in entries}
 
 
@@ -281,7 +275,7 @@ def test_our_format_is_checked_strictly(tmp_path):
     from safetensors import safe_open
     with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
         metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    metadata["config"] = json.dumps({**model.config, "nb": 3})  # claims a block it does not hold
+    metadata["spsr_fast.config"] = json.dumps({**model.config, "nb": 3})  # claims a block it does not hold
     save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=metadata)
     with pytest.raises(CheckpointError) as error:
         load_model(tmp_path / "bad.safetensors")

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from authors_spsr_oracle import vgg128_forward
+from authors_spsr_oracle import reference_json, vgg128_forward
 from spsr_fast.models import (JIGSAW_PERMUTATIONS, NSE, NSE_RECEPTIVE_FIELD, NSE_STRIDE, ContrastivePredictor,
                               FeatureDiscriminator, JigsawHead, RRDBNet, SPSRNet, VGGDiscriminator,
                               VGGDiscriminator128)
@@ -149,13 +149,7 @@ def test_vgg128_matches_the_authors_computation(size):
 
 
 def test_vgg_discriminator_state_dict_is_the_authors_layout():
-    import json
-    from pathlib import Path
-
-    reference = json.loads(Path("/work/shared/reference/spsr_official_state_dict.json").read_text()) \
-        if Path("/work/shared/reference/spsr_official_state_dict.json").exists() else None
-    if reference is None:
-        pytest.skip("reference JSON not present")
+    reference = reference_json()
     with torch.device("meta"):
         ours = {k: tuple(v.shape) for k, v in VGGDiscriminator128().state_dict().items()}
     for section in ("discriminator_image_Discriminator_VGG_128", "discriminator_gradient_Discriminator_VGG_128"):

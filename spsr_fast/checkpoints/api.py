@@ -15,6 +15,8 @@ from .layouts import LAYOUTS_BY_NAME, detect_layout
 
 OUR_LAYOUT = "spsr_fast"
 FORMAT_VERSION = "1"
+# safetensors metadata keys of our files ("format": "pt" is the safetensors convention)
+META_ARCH, META_CONFIG, META_VERSION = "spsr_fast.arch", "spsr_fast.config", "spsr_fast.format_version"
 
 
 @dataclass(frozen=True)
@@ -27,17 +29,16 @@ class CheckpointInfo:
 
 def _ours(raw: RawCheckpoint, path) -> CheckpointInfo | None:
     meta = raw.metadata
-    if meta.get("format") != OUR_LAYOUT:
+    if META_ARCH not in meta:
         return None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: spsr_fast format version {meta.get('format_version')!r}, "
+    if meta.get(META_VERSION) != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: spsr_fast format version {meta.get(META_VERSION)!r}, "
                               f"this version reads {FORMAT_VERSION}")
     try:
-        config = json.loads(meta["config"])
-        arch = meta["arch"]
+        config = json.loads(meta[META_CONFIG])
     except (KeyError, ValueError) as error:
         raise CheckpointError(f"{path}: spsr_fast metadata is damaged ({error})") from None
-    return CheckpointInfo(OUR_LAYOUT, arch, config)
+    return CheckpointInfo(OUR_LAYOUT, meta[META_ARCH], config)
 
 
 def _resolve(path, state_key=None) -> tuple[CheckpointInfo, dict]:
@@ -103,8 +104,8 @@ def save_model(model: nn.Module, path, layout: str = OUR_LAYOUT) -> None:
         write_torch_atomic(export_state_dict(model, layout), path)
         return
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    metadata = {"format": OUR_LAYOUT, "format_version": FORMAT_VERSION, "arch": arch,
-                "config": json.dumps(model.config)}
+    metadata = {"format": "pt", META_VERSION: FORMAT_VERSION, META_ARCH: arch,
+                META_CONFIG: json.dumps(model.config)}
     write_safetensors_atomic(tensors, path, metadata)
 
 

@@ -110,14 +110,12 @@ class SPSRNet(nn.Module):
     def trunk(self, feat: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Runs the RRDBs and conv_body; returns (output, features after each tap)."""
         tapped, done = [], 0
-        for tap in self.taps:
-            for block in self.body[done:tap]:
-                feat = block(feat)
+        for tap in (*self.taps, len(self.body)):
+            for i in range(done, tap):  # integer indexing keeps torch.compile graphs whole
+                feat = self.body[i](feat)
             tapped.append(feat)
             done = tap
-        for block in self.body[done:]:
-            feat = block(feat)
-        return self.conv_body(feat), tapped
+        return self.conv_body(feat), tapped[:-1]
 
     def forward(self, x: torch.Tensor):
         lr_grad = gradient_map(x, padding=1)
