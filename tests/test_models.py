@@ -240,3 +240,12 @@ def test_channels_last_and_autocast_match_fp32(name):
         for dtype, bound in ((torch.bfloat16, 3e-2), (torch.float16, 4e-3)):
             error = ((low[dtype][i].double() - t).norm() / t.norm()).item()
             assert error < bound, f"{name}: {dtype} autocast relative error {error:.3g}"
+
+
+def test_every_parameter_trains():
+    """Backward runs (in-place activations are safe) and reaches every parameter."""
+    torch.manual_seed(0)
+    model = full_scale(small_spsr()).train()
+    grad_map, sr, _ = model(torch.rand(2, 3, 6, 6))
+    (grad_map.square().mean() + sr.square().mean()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
