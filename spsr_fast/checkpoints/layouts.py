@@ -30,7 +30,6 @@ class Layout:
     rules: Callable[[dict], list]  # config -> [Rule]
     aliases: Callable[[dict], dict] = lambda config: {}  # alias key -> canonical key
     fixed: Callable[[], dict] = lambda: {}  # key -> required tensor value
-    notes: str = ""
 
     def rename(self, our_key: str, config: dict) -> str:
         for pattern, target in self.rules(config):
@@ -61,7 +60,7 @@ def _count_blocks(sd, pattern, layout) -> int:
     return blocks[-1] + 1  # a gap shows up as missing keys in the strict check
 
 
-def _unshuffle_from(conv_first_in: int, out_nc: int, layout: str) -> tuple[int, int]:
+def _unshuffle_from(conv_first_in: int, out_nc: int) -> tuple[int, int]:
     """BasicSR x2/x1 models pixel-unshuffle the input: conv_first sees in_nc * u * u channels."""
     for u in (1, 2, 4):
         if conv_first_in == out_nc * u * u:
@@ -96,7 +95,7 @@ def _rrdbnet_config(sd, layout, first, last, block_pattern, block_conv1, up_patt
     nb = _count_blocks(sd, block_pattern, layout)
     gc = _shape(sd, block_conv1, layout)[0]
     steps = len(_indices(sd, up_pattern))
-    in_nc, unshuffle = _unshuffle_from(conv_first_in, out_nc, layout)
+    in_nc, unshuffle = _unshuffle_from(conv_first_in, out_nc)
     if (2 ** steps) % unshuffle:
         raise CheckpointError(f"{layout} layout: {steps} upsampling steps cannot undo a "
                               f"pixel-unshuffle by {unshuffle}")
