@@ -10,11 +10,9 @@ upsampling, and which convs are followed by LeakyReLU(0.2) and which are not.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -22,16 +20,9 @@ TAPS = (5, 10, 15, 20)  # their forward hard-codes these block counts
 
 
 def reference_json() -> dict:
-    """The authors' layout listing: $SPSR_FAST_REFERENCE_JSON, the repository's
-    reference/ folder, or the shared workspace copy."""
-    name = "spsr_official_state_dict.json"
-    candidates = [os.environ.get("SPSR_FAST_REFERENCE_JSON", ""),
-                  Path(__file__).resolve().parents[1] / "reference" / name,
-                  Path("/work/shared/reference") / name]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return json.loads(Path(candidate).read_text())
-    pytest.skip(f"{name} not found (set SPSR_FAST_REFERENCE_JSON)")
+    """The authors' layout listing (every key and shape of their generator and
+    discriminators), kept in tests/data so the tests never depend on outside files."""
+    return json.loads((Path(__file__).resolve().parent / "data" / "spsr_official_state_dict.json").read_text())
 
 
 def conv(sd, name, x, padding=1):
