@@ -271,3 +271,30 @@ def test_cuda_opcheck_and_compile():
         with backend("reference"), torch.no_grad():
             want = rrdb(x, weights, biases)
         torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2)
+
+
+# ------------------------------------------------------------------ whole networks
+
+@pytest.mark.parametrize("arch", ["RRDBNet", "SPSRNet"])
+def test_whole_network_same_with_fused_and_reference_blocks(arch):
+    from spsr_fast import models
+
+    torch.manual_seed(0)
+    model = getattr(models, arch)(nf=16, nb=4, gc=8)
+    with torch.no_grad():  # the authors' init scale (0.1) makes the trunk nearly an identity
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    x = torch.rand(2, 3, 7, 9)
+    outputs = {}
+    for name in ("reference", "native"):
+        model.zero_grad()
+        with backend(name):
+            out = model(x)
+        out = out if isinstance(out, tuple) else (out,)
+        sum(o.square().mean() for o in out).backward()
+        outputs[name] = ([o.detach() for o in out], [p.grad.clone() for p in model.parameters()])
+    (out_ref, grads_ref), (out_fused, grads_fused) = outputs["reference"], outputs["native"]
+    for got, want in zip(out_fused, out_ref):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads_fused, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
