@@ -3,9 +3,7 @@
 One RRDB (15 convs), inference ("fwd", under no_grad) and training ("fwd+bwd"), channels_last
 input: `eager` is the torch.cat formulation (spsr_fast.ops._reference.rrdb_reference),
 `compiled` its torch.compile (GPU), then every fused backend available on the device.
-On the GPU, whole-network inference too (RRDBNet, SPSRNet, 256x256 LR, bf16 channels_last):
-`eager` = the model on the reference backend, `compiled` = torch.compile of that,
-`native`/`triton` = the model on the fused blocks; achieved TFLOP/s in the `TFLOP/s` field.
+Whole networks: bench/ops_rrdb_models.py.
 """
 from __future__ import annotations
 
@@ -103,47 +101,5 @@ def _block_cases(device: str, quick: bool) -> list[Case]:
     return out
 
 
-def _model_cases(device: str, quick: bool) -> list[Case]:
-    """Whole RRDBNet / SPSRNet inference on a 256x256 LR image, bf16 channels_last (GPU)."""
-    if device != "cuda" or quick:
-        return []
-    try:
-        from spsr_fast.models import RRDBNet, SPSRNet
-    except ImportError as error:  # models not built yet on this branch
-        print(f"# rrdb: whole-network cases skipped ({error})")
-        return []
-    from torch.utils.flop_counter import FlopCounterMode
-
-    dtype = torch.bfloat16
-    x = torch.rand((1, 3, 256, 256), device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    out = []
-    for name, cls in (("RRDBNet", RRDBNet), ("SPSRNet", SPSRNet)):
-        model = cls().to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
-        with torch.no_grad(), use_backend("reference"):
-            with FlopCounterMode(display=False) as counter:
-                model(x)
-            flops = counter.get_total_flops()
-            compiled = torch.compile(model, dynamic=False)
-            compiled(x)  # compile outside the timed region
-
-        def on(backend_name, fn):
-            return _no_grad(lambda: _run_on(backend_name, fn, x))
-
-        variants = {"eager": on("reference", model), "compiled": on("reference", compiled)}
-        for backend_name in ("native", "triton"):
-            if REGISTRY["dense_block"].status(backend_name, device)[0]:
-                variants[backend_name] = on(backend_name, model)
-        case = Case(op=name, shape="1x3x256x256 NHWC", dtype=dtype, variants={"fwd": variants},
-                    reference="eager", compare_to="compiled")
-        case.flops = {"fwd": flops}
-        out.append(case)
-    return out
-
-
-def _run_on(backend_name, fn, x):
-    with use_backend(backend_name):
-        return fn(x)
-
-
 def cases(device: str, quick: bool = False) -> list[Case]:
-    return _block_cases(device, quick) + _model_cases(device, quick)
+    return _block_cases(device, quick)

@@ -1,0 +1,64 @@
+"""bench/kernels.py cases: whole-network inference with the fused dense blocks (GPU only).
+
+RRDBNet and SPSRNet (default sizes: nb=23, nf=64) on one 256x256 LR image, bf16
+channels_last: `eager` = the model on the reference backend (PyTorch eager, torch.cat
+blocks), `compiled` = torch.compile of that, `native`/`triton` = the model on the fused
+blocks. The FLOP count (FlopCounterMode on the eager model) is in `case.flops` for the
+TFLOP/s column. Compiling the two networks takes minutes: run this op on its own
+(`bench/kernels.py --device cuda --op rrdb_models`).
+"""
+from __future__ import annotations
+
+import torch
+
+from _harness import Case
+from spsr_fast.ops import backend as use_backend
+from ops_rrdb import _no_grad
+from spsr_fast.ops._backend import REGISTRY
+
+
+def _model_cases(device: str, quick: bool) -> list[Case]:
+    """Whole RRDBNet / SPSRNet inference on a 256x256 LR image, bf16 channels_last (GPU)."""
+    if device != "cuda" or quick:
+        print("# rrdb_models: GPU only (and not with --quick)")
+        return []
+    try:
+        from spsr_fast.models import RRDBNet, SPSRNet
+    except ImportError as error:  # models not built yet on this branch
+        print(f"# rrdb: whole-network cases skipped ({error})")
+        return []
+    from torch.utils.flop_counter import FlopCounterMode
+
+    dtype = torch.bfloat16
+    x = torch.rand((1, 3, 256, 256), device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    out = []
+    for name, cls in (("RRDBNet", RRDBNet), ("SPSRNet", SPSRNet)):
+        model = cls().to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
+        with torch.no_grad(), use_backend("reference"):
+            with FlopCounterMode(display=False) as counter:
+                model(x)
+            flops = counter.get_total_flops()
+            compiled = torch.compile(model, dynamic=False)
+            compiled(x)  # compile outside the timed region
+
+        def on(backend_name, fn):
+            return _no_grad(lambda: _run_on(backend_name, fn, x))
+
+        variants = {"eager": on("reference", model), "compiled": on("reference", compiled)}
+        for backend_name in ("native", "triton"):
+            if REGISTRY["dense_block"].status(backend_name, device)[0]:
+                variants[backend_name] = on(backend_name, model)
+        case = Case(op=name, shape="1x3x256x256 NHWC", dtype=dtype, variants={"fwd": variants},
+                    reference="eager", compare_to="compiled")
+        case.flops = {"fwd": flops}
+        out.append(case)
+    return out
+
+
+def _run_on(backend_name, fn, x):
+    with use_backend(backend_name):
+        return fn(x)
+
+
+def cases(device: str, quick: bool = False) -> list[Case]:
+    return _model_cases(device, quick)
