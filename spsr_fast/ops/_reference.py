@@ -57,7 +57,8 @@ def residual_dense_block_reference(x: torch.Tensor, weights, biases, residual_sc
     features = [x]
     for k in range(4):
         conv = F.conv2d(torch.cat(features, 1), weights[k], biases[k], padding=1)
-        features.append(F.leaky_relu(conv, DENSE_NEGATIVE_SLOPE))
+        # in place on the fresh conv output, like ESRGAN's code (the fairest baseline)
+        features.append(F.leaky_relu(conv, DENSE_NEGATIVE_SLOPE, inplace=True))
     x5 = F.conv2d(torch.cat(features, 1), weights[4], biases[4], padding=1)
     return x5 * residual_scale + x
 
