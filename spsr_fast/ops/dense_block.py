@@ -128,8 +128,8 @@ def dense_blocks_backward(grad_out, buffers, weights, residual_scale, outer_resi
         for k in (3, 2, 1, 0):
             c_in = nf + k * gc
             features = buf[:, c_in:c_in + gc]  # lrelu outputs: same sign as its inputs
-            grad_pre = grad_buffer[:, c_in:c_in + gc]
-            grad_pre = torch.where(features > 0, grad_pre, grad_pre * DENSE_NEGATIVE_SLOPE)
+            grad_pre = torch.ops.aten.leaky_relu_backward(
+                grad_buffer[:, c_in:c_in + gc], features, DENSE_NEGATIVE_SLOPE, True)
             grad_in, grad_weights[first + k], grad_biases[first + k] = _conv_backward(
                 grad_pre, buf[:, :c_in], weights[first + k])
             grad_buffer[:, :c_in] += grad_in
