@@ -17,8 +17,18 @@ import torch
 import triton
 import triton.language as tl
 
-FWD_BLOCK_M, FWD_BLOCK_N = 32, 128
+ROW_BLOCK_N = 128           # candidates per tile in the row-tiled kernels (forward, dq)
 DF_BLOCK_M, DF_BLOCK_N = 64, 64
+
+
+def row_block_m(n: int, device: torch.device) -> int:
+    """Rows per program of the row-tiled kernels: the largest of 64/32/16 that still gives
+    two programs per SM (each program streams all of its image's candidates)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+    for block_m in (64, 32):
+        if triton.cdiv(n, block_m) >= 2 * sms:
+            return block_m
+    return 16
 
 
 @triton.jit
@@ -184,7 +194,9 @@ class _Plan:
 
 def _meta(queries: torch.Tensor):
     acc = tl.float64 if queries.dtype == torch.float64 else tl.float32
-    return dict(BLOCK_D=max(16, triton.next_power_of_2(queries.shape[1])), ACC=acc, PRECISION="ieee")
+    # fp32 stays fp32 in tl.dot ("ieee", not TF32): the logits are scaled by 64
+    precision = "ieee" if queries.dtype in (torch.float32, torch.float64) else "tf32"
+    return dict(BLOCK_D=max(16, triton.next_power_of_2(queries.shape[1])), ACC=acc, PRECISION=precision)
 
 
 def _loss_dtype(queries: torch.Tensor) -> torch.dtype:
@@ -205,11 +217,12 @@ def forward(queries, features, image_index, positive_index, excluded_centres, gr
     lse = torch.empty_like(loss)
     if n == 0:
         return loss, lse
-    plan = _Plan(image_index, features.shape[0], FWD_BLOCK_M)
+    block_m = row_block_m(n, queries.device)
+    plan = _Plan(image_index, features.shape[0], block_m)
     launch(_forward_kernel)[(plan.num_tiles,)](
         queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
         plan.tile_end, loss, lse, *_common_args(queries, features, excluded_centres, grid_width, radius, scale),
-        BLOCK_M=FWD_BLOCK_M, BLOCK_N=FWD_BLOCK_N, **_meta(queries))
+        BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, **_meta(queries))
     return loss, lse
 
 
@@ -224,10 +237,11 @@ def backward(grad_loss, queries, features, image_index, positive_index, excluded
     grad_loss = grad_loss.to(lse.dtype).contiguous()
     common = _common_args(queries, features, excluded_centres, grid_width, radius, scale)
     meta = _meta(queries)
-    plan = _Plan(image_index, B, FWD_BLOCK_M)
+    block_m = row_block_m(queries.shape[0], queries.device)
+    plan = _Plan(image_index, B, block_m)
     launch(_backward_dq_kernel)[(plan.num_tiles,)](
         queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
-        plan.tile_end, lse, grad_loss, dq, *common, BLOCK_M=FWD_BLOCK_M, BLOCK_N=FWD_BLOCK_N, **meta)
+        plan.tile_end, lse, grad_loss, dq, *common, BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, **meta)
     launch(_backward_df_kernel)[(triton.cdiv(L, DF_BLOCK_N), B)](
         queries, features, plan.order, positive_index, excluded_centres, plan.img_begin, plan.img_end,
         lse, grad_loss, df, *common, BLOCK_M=DF_BLOCK_M, BLOCK_N=DF_BLOCK_N, **meta)
