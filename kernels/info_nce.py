@@ -20,6 +20,7 @@ import triton.language as tl
 # Tile sizes: compiled ahead of time for sm_90 (fp32/fp16/bf16) to have no register
 # spills; not tuned by timing (no GPU was at hand when they were picked).
 ROW_BLOCK_N = 64                     # candidates per tile of the row-tiled kernels (forward, dq)
+ROW_TILINGS = ((32, 8), (16, 4))     # (rows per program, warps) of the row-tiled kernels
 DF_BLOCK_M, DF_BLOCK_N, DF_WARPS = 32, 64, 8
 
 
@@ -27,7 +28,8 @@ def row_tiling(n: int, device: torch.device) -> tuple[int, int]:
     """(rows per program, warps) of the row-tiled kernels: 32 rows when that still gives two
     programs per SM (each program streams all of its image's candidates), else 16."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-    return (32, 8) if triton.cdiv(n, 32) >= 2 * sms else (16, 4)
+    wide, narrow = ROW_TILINGS
+    return wide if triton.cdiv(n, wide[0]) >= 2 * sms else narrow
 
 
 @triton.jit

@@ -1,6 +1,10 @@
 """info_nce: every backend against the float64 reference, values and gradients."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 
 import pytest
@@ -258,6 +262,50 @@ def test_opcheck_triton(triton_device):
     torch.library.opcheck(torch.ops.spsr_fast.info_nce_backward_triton.default,
                           (torch.rand(13, device=triton_device), q.detach(), f.detach(), img, pos, cen, lse, w, r,
                            64.0), test_utils=utils)
+
+
+AOT_COMPILE = """
+    import inspect
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from spsr_fast._triton import info_nce as k
+
+    def signature(fn, dtype, consts):
+        tensors = {"q_ptr": dtype, "f_ptr": dtype, "dq_ptr": dtype, "df_ptr": dtype,
+                   "loss_ptr": "fp32", "lse_ptr": "fp32", "grad_ptr": "fp32"}
+        sig = {}
+        for name in inspect.signature(fn.fn).parameters:
+            if name in consts:
+                sig[name] = "constexpr"
+            elif name.endswith("_ptr"):
+                sig[name] = "*" + tensors.get(name, "i64")
+            else:
+                sig[name] = "fp32" if name == "scale" else "i32"
+        return sig
+
+    configs = [(fn, bm, k.ROW_BLOCK_N, w) for fn in (k._forward_kernel, k._backward_dq_kernel)
+               for bm, w in k.ROW_TILINGS]
+    configs += [(k._backward_df_kernel, k.DF_BLOCK_M, k.DF_BLOCK_N, k.DF_WARPS)]
+    for dtype in ("fp32", "bf16"):
+        for fn, bm, bn, warps in configs:
+            consts = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=32, ACC=tl.float32,
+                          PRECISION="ieee" if dtype == "fp32" else "tf32")
+            src = triton.compiler.ASTSource(fn=fn, signature=signature(fn, dtype, consts), constexprs=consts)
+            out = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+            assert len(out.asm["cubin"]) > 0
+            print("compiled", dtype, fn.fn.__name__, bm, bn, warps)
+"""
+
+
+def test_triton_kernels_compile_for_sm90():
+    """The GPU kernels lower to sm_90 cubin (Triton's bundled ptxas), GPU or not."""
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(AOT_COMPILE)], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("compiled") == 10
 
 
 @pytest.mark.cuda
