@@ -365,3 +365,27 @@ def test_native_op_checks_its_arguments():
         torch.ops.spsr_fast.info_nce(q, f, img, pos, cen, 5, r, 64.0)
     with pytest.raises(RuntimeError, match="excluded_centres must be int64"):
         torch.ops.spsr_fast.info_nce(q, f, img, pos, cen.int(), w, r, 64.0)
+
+
+def test_zero_vectors_match_reference():
+    # a zero query and a zero feature: the norm is clamped to 1e-12 like F.normalize
+    problem = make_problem(12, 2, 4, 5, 6, 2, 1, seed=15)
+    problem.queries[3] = 0
+    problem.features[1, 7] = 0
+    q, f, *rest = problem.args(torch.float64)
+    with backend("native"):
+        loss = info_nce(q, f, *rest)
+    q2, f2, *_ = problem.args(torch.float64)
+    truth = info_nce_reference(q2, f2, *rest)
+    torch.testing.assert_close(loss, truth)
+    g = torch.rand(12, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for a, t in zip(torch.autograd.grad(loss, (q, f), g), torch.autograd.grad(truth, (q2, f2), g)):
+        torch.testing.assert_close(a, t, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["native", "triton"])
+def test_no_excluded_centres(name, triton_device):
+    # K = 0: every position of the image is a candidate
+    problem = make_problem(18, 2, 4, 5, 8, 1, 1, seed=16)
+    problem.excluded_centres = problem.excluded_centres[:, :0]
+    check_backend(name, problem, torch.float32, device="cpu" if name == "native" else triton_device)
