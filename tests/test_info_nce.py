@@ -389,3 +389,10 @@ def test_no_excluded_centres(name, triton_device):
     problem = make_problem(18, 2, 4, 5, 8, 1, 1, seed=16)
     problem.excluded_centres = problem.excluded_centres[:, :0]
     check_backend(name, problem, torch.float32, device="cpu" if name == "native" else triton_device)
+
+
+def test_int32_indices_are_accepted():
+    problem = make_problem(14, 2, 4, 5, 8, 2, 1, seed=17)
+    q, f, img, pos, cen, w, r = problem.args(torch.float32, requires_grad=False)
+    with backend("native"):
+        torch.testing.assert_close(info_nce(q, f, img.int(), pos, cen.int(), w, r), info_nce(q, f, img, pos, cen, w, r))

@@ -116,12 +116,13 @@ def check_inputs(queries, features, image_index, positive_index, excluded_centre
         num_images, length = features.shape[0], math.prod(features.shape[1:-1])
         if length == 0:
             raise ValueError(f"info_nce: features has no candidates (shape {tuple(features.shape)})")
-        lo, hi = torch.aminmax(image_index)
-        if lo.item() < 0 or hi.item() >= num_images:
-            raise ValueError(f"info_nce: image_index must lie in [0, {num_images}), got [{lo.item()}, {hi.item()}]")
-        lo, hi = torch.aminmax(positive_index)
-        if lo.item() < 0 or hi.item() >= length:
-            raise ValueError(f"info_nce: positive_index must lie in [0, {length}), got [{lo.item()}, {hi.item()}]")
+        # one host transfer (one sync on the GPU) for the four bounds
+        img_lo, img_hi, pos_lo, pos_hi = torch.stack([*torch.aminmax(image_index),
+                                                      *torch.aminmax(positive_index)]).tolist()
+        if img_lo < 0 or img_hi >= num_images:
+            raise ValueError(f"info_nce: image_index must lie in [0, {num_images}), got [{img_lo}, {img_hi}]")
+        if pos_lo < 0 or pos_hi >= length:
+            raise ValueError(f"info_nce: positive_index must lie in [0, {length}), got [{pos_lo}, {pos_hi}]")
 
 
 def info_nce(queries: torch.Tensor, features: torch.Tensor, image_index: torch.Tensor,
