@@ -1,7 +1,7 @@
 // CPU kernels of gradient_map. NCHW and NHWC tensors go through a row kernel that
-// reads each row of x once, vectorised with at::vec over the contiguous inner
-// dimension; other strides go through the per-element math of gradient_map_math.h
-// (the same functions the CUDA kernel runs).
+// reads each row of x once, vectorised over the contiguous inner dimension (AVX2 for
+// fp32 when the CPU has it, at::vec otherwise); other strides go through the
+// per-element math of gradient_map_math.h (the same functions the CUDA kernel runs).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -15,6 +15,7 @@
 
 #include "../gradient_map_checks.h"
 #include "../gradient_map_math.h"
+#include "gradient_map_simd.h"
 
 namespace spsr_fast {
 namespace {
@@ -71,6 +72,11 @@ void forward_row(const scalar_t* up, const scalar_t* mid, const scalar_t* down,
   interior_range(len, step, &lo, &hi);
   for (int64_t t = -shift; t < lo; ++t) out[t + shift] = static_cast<scalar_t>(value_at(t));
   int64_t t = lo;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (gradient_map_simd::cpu_has_avx2()) {
+      t = gradient_map_simd::forward_interior_avx2(up, mid, down, lo, hi, step, out + shift);
+    }
+  }
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     using Vec = at::vec::Vectorized<acc_t>;
     const Vec eps(static_cast<acc_t>(gm::kEps));
@@ -128,6 +134,12 @@ void scaled_diffs_row(const scalar_t* up, const scalar_t* mid, const scalar_t* d
   interior_range(len, step, &lo, &hi);
   for (int64_t t = -step; t < lo; ++t) at_centre(t);
   int64_t t = lo;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (gradient_map_simd::cpu_has_avx2()) {
+      t = gradient_map_simd::scaled_diffs_interior_avx2(up, mid, down, grad_row + shift, lo, hi, step,
+                                                        dv + step, dh + step);
+    }
+  }
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     using Vec = at::vec::Vectorized<acc_t>;
     const Vec eps(static_cast<acc_t>(gm::kEps));
@@ -187,6 +199,11 @@ void backward_rows(const at::Tensor& grad, const at::Tensor& x, at::Tensor& dx, 
         const acc_t* dh_mid = dh.data() + slot(i) + g.step;
         scalar_t* out = dxp + (plane * g.rows + i) * g.len;
         int64_t t = 0;
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (gradient_map_simd::cpu_has_avx2()) {
+            t = gradient_map_simd::combine_avx2(dv_up, dv_down, dh_mid, g.len, g.step, out);
+          }
+        }
         if constexpr (std::is_same_v<scalar_t, acc_t>) {
           using Vec = at::vec::Vectorized<acc_t>;
           for (; t + Vec::size() <= g.len; t += Vec::size()) {
@@ -205,43 +222,38 @@ void backward_rows(const at::Tensor& grad, const at::Tensor& x, at::Tensor& dx, 
 }
 
 // Arbitrary strides: one output element at a time through gradient_map_math.h.
-template <typename scalar_t>
-void forward_strided(const at::Tensor& x, at::Tensor& out, int64_t padding) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Ho = out.size(2), Wo = out.size(3);
-  const scalar_t* xp = x.const_data_ptr<scalar_t>();
-  scalar_t* op = out.mutable_data_ptr<scalar_t>();  // contiguous NCHW
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+gm::Plane<scalar_t, acc_t> plane_of(const at::Tensor& t, const scalar_t* data, int64_t b, int64_t c) {
+  return {data + b * t.stride(0) + c * t.stride(1), t.size(2), t.size(3), t.stride(2), t.stride(3)};
+}
+
+// out[b, c, i, j] = value(b, c, i, j) for a contiguous NCHW tensor.
+template <typename scalar_t, typename Value>
+void fill_nchw(at::Tensor& out, const Value& value) {
+  const int64_t C = out.size(1), H = out.size(2), W = out.size(3);
+  scalar_t* data = out.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, out.numel(), 4096, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
-      const int64_t b_ = e / (C * Ho * Wo), c = (e / (Ho * Wo)) % C;
-      const int64_t a = (e / Wo) % Ho, col = e % Wo;
-      const gm::Plane<scalar_t, acc_t> plane{xp + b_ * x.stride(0) + c * x.stride(1), H, W,
-                                             x.stride(2), x.stride(3)};
-      op[e] = static_cast<scalar_t>(gm::forward_at(plane, a + 1 - padding, col + 1 - padding));
+      data[e] = static_cast<scalar_t>(value(e / (C * H * W), (e / (H * W)) % C, (e / W) % H, e % W));
     }
+  });
+}
+
+template <typename scalar_t>
+void forward_strided(const at::Tensor& x, at::Tensor& out, int64_t padding) {
+  const scalar_t* xp = x.const_data_ptr<scalar_t>();
+  fill_nchw<scalar_t>(out, [&](int64_t b, int64_t c, int64_t a, int64_t col) {
+    return gm::forward_at(plane_of(x, xp, b, c), a + 1 - padding, col + 1 - padding);
   });
 }
 
 template <typename scalar_t>
 void backward_strided(const at::Tensor& grad, const at::Tensor& x, at::Tensor& dx,
                       int64_t padding) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Ho = grad.size(2), Wo = grad.size(3);
   const scalar_t* xp = x.const_data_ptr<scalar_t>();
   const scalar_t* gp = grad.const_data_ptr<scalar_t>();
-  scalar_t* dxp = dx.mutable_data_ptr<scalar_t>();  // contiguous NCHW
-  at::parallel_for(0, dx.numel(), 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      const int64_t b_ = e / (C * H * W), c = (e / (H * W)) % C;
-      const int64_t i = (e / W) % H, j = e % W;
-      const gm::Plane<scalar_t, acc_t> xplane{xp + b_ * x.stride(0) + c * x.stride(1), H, W,
-                                              x.stride(2), x.stride(3)};
-      const gm::Plane<scalar_t, acc_t> gplane{gp + b_ * grad.stride(0) + c * grad.stride(1), Ho,
-                                              Wo, grad.stride(2), grad.stride(3)};
-      dxp[e] = static_cast<scalar_t>(gm::backward_at(xplane, gplane, i, j, padding));
-    }
+  fill_nchw<scalar_t>(dx, [&](int64_t b, int64_t c, int64_t i, int64_t j) {
+    return gm::backward_at(plane_of(x, xp, b, c), plane_of(grad, gp, b, c), i, j, padding);
   });
 }
 
