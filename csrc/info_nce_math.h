@@ -1,7 +1,11 @@
 // Per-element math of info_nce (DESIGN.md 2.3), shared by the CPU kernel and mirrored
 // line for line by the Triton kernels (kernels/info_nce.py).
 //
-// Row n (a unit query q_n of image b) sees the candidates m in [0, L) of image b, laid
+// Cosine similarity: queries and features are normalised inside the kernels,
+//   u = x / max(|x|, 1e-12)   (F.normalize's eps; norms in the accumulation type)
+// and the gradient w.r.t. x follows from the one w.r.t. u by `raw_grad` below.
+//
+// Row n (unit query q_n of image b) sees the candidates m in [0, L) of image b, laid
 // out on a grid of width W: candidate m sits at (m / W, m % W). With logits
 // s_nm = scale * <q_n, f_m> over unit vectors:
 //   valid(n, m)  = m == pos_n  or  for every excluded centre c of row n:
@@ -24,6 +28,23 @@ namespace info_nce_math {
 using std::exp;  // float and double overloads on the host; CUDA provides its own
 using std::log;
 #endif
+
+constexpr double kNormEps = 1e-12;
+
+// 1 / max(norm, eps): the factor that turns a vector into its unit vector.
+template <typename acc_t>
+SPSR_HD acc_t inverse_norm(acc_t norm) {
+  return acc_t(1) / (norm > acc_t(kNormEps) ? norm : acc_t(kNormEps));
+}
+
+// Gradient w.r.t. one component of x, from the gradient w.r.t. u = x / max(|x|, eps):
+// (du - u <u, du>) / |x| where the norm is above eps; du / eps where it was clamped (u is
+// then linear in x). unit_dot = <u, du> over the vector.
+template <typename acc_t>
+SPSR_HD acc_t raw_grad(acc_t grad_unit, acc_t unit, acc_t unit_dot, acc_t norm) {
+  if (norm > acc_t(kNormEps)) return (grad_unit - unit * unit_dot) / norm;
+  return grad_unit / acc_t(kNormEps);
+}
 
 // Whether grid cell (row, col) lies inside the excluded square around (centre_row, centre_col).
 SPSR_HD bool near_centre(int64_t row, int64_t col, int64_t centre_row, int64_t centre_col,

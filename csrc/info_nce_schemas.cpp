@@ -1,5 +1,5 @@
-// Schemas of info_nce (DESIGN.md 2.3). The op takes unit vectors: spsr_fast.ops.info_nce
-// normalises queries and features first (and differentiates through that itself).
+// Schemas of info_nce (DESIGN.md 2.3). Queries and features are raw vectors: the kernels
+// normalise them (cosine similarity) and return gradients w.r.t. the raw inputs.
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(spsr_fast, m) {

@@ -1,7 +1,10 @@
 """Triton kernels of info_nce (semantics: DESIGN.md 2.3, csrc/info_nce_math.h).
 
 Queries are grouped by image (a stable sort by image_index, kept as `order`), so a
-program's rows all stream the same image's L candidates. Inputs are unit vectors.
+program's rows all stream the same image's L candidates. Queries and features are
+normalised as they are loaded (u = x / max(|x|, 1e-12), norms in fp32), and the
+gradients are turned into gradients w.r.t. the raw vectors in each kernel's epilogue,
+so no normalised copy of anything is written.
 
   forward:      one program per tile of BLOCK_M rows of one image; streams candidate
                 tiles, logits by `tl.dot`, scale and the coordinate mask in registers,
@@ -16,6 +19,8 @@ No N x L matrix is ever written. Mask index math mirrors csrc/info_nce_math.h.
 import torch
 import triton
 import triton.language as tl
+
+NORM_EPS = tl.constexpr(1e-12)  # csrc/info_nce_math.h kNormEps, F.normalize's eps
 
 # Tile sizes: compiled ahead of time for sm_90 (fp32/fp16/bf16) to have no register
 # spills; not tuned by timing (no GPU was at hand when they were picked).
@@ -54,11 +59,38 @@ def _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, ra
 
 
 @triton.jit
-def _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd):
+def _unit(x, ACC: tl.constexpr):
+    """(x / max(|x|, eps) in ACC, |x|) for the rows of a tile (info_nce_math.h inverse_norm)."""
+    xa = x.to(ACC)
+    norm = tl.sqrt(tl.sum(xa * xa, axis=1))
+    return xa * (1.0 / tl.maximum(norm, NORM_EPS))[:, None], norm
+
+
+@triton.jit
+def _raw_grad(grad_unit, unit, norm):
+    """Gradient w.r.t. the raw rows from the one w.r.t. their unit vectors (info_nce_math.h
+    raw_grad): (du - u <u, du>) / |x|, or du / eps where the norm was clamped."""
+    unit_dot = tl.sum(unit * grad_unit, axis=1)
+    projected = (grad_unit - unit * unit_dot[:, None]) / tl.maximum(norm, NORM_EPS)[:, None]  # no 0/0 in spare rows
+    return tl.where((norm > NORM_EPS)[:, None], projected, grad_unit / NORM_EPS)
+
+
+@triton.jit
+def _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd, ACC: tl.constexpr):
+    """Original row index, unit queries (input dtype for tl.dot, and ACC), norms, positives."""
     src = tl.load(order_ptr + rows, mask=row_ok, other=0)
     q = tl.load(q_ptr + src[:, None] * sqn + dd[None, :] * sqd, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    q_unit, q_norm = _unit(q, ACC)
     positive = tl.load(pos_ptr + src, mask=row_ok, other=-1).to(tl.int32)
-    return src, q, positive
+    return src, q_unit.to(q.dtype), q_unit, q_norm, positive
+
+
+@triton.jit
+def _load_features(f_base, cand, cand_ok, dd, d_ok, sfl, sfd, ACC: tl.constexpr):
+    """Unit features of a candidate tile (input dtype for tl.dot, and ACC), and their norms."""
+    f = tl.load(f_base + cand[:, None] * sfl + dd[None, :] * sfd, mask=cand_ok[:, None] & d_ok[None, :], other=0.0)
+    f_unit, f_norm = _unit(f, ACC)
+    return f_unit.to(f.dtype), f_unit, f_norm
 
 
 @triton.jit
@@ -75,7 +107,8 @@ def _forward_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr, til
     row_ok = rows < row_end
     dd = tl.arange(0, BLOCK_D)
     d_ok = dd < D
-    src, q, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd)
+    src, q, _q_unit, _q_norm, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd,
+                                                    ACC)
     f_base = f_ptr + b.to(tl.int64) * sfb
     run_max = tl.full([BLOCK_M], float("-inf"), ACC)
     run_sum = tl.zeros([BLOCK_M], ACC)
@@ -83,8 +116,7 @@ def _forward_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr, til
     for j0 in range(0, L, BLOCK_N):
         cand = j0 + tl.arange(0, BLOCK_N)
         cand_ok = cand < L
-        f = tl.load(f_base + cand[:, None] * sfl + dd[None, :] * sfd, mask=cand_ok[:, None] & d_ok[None, :],
-                    other=0.0)
+        f, _f_unit, _f_norm = _load_features(f_base, cand, cand_ok, dd, d_ok, sfl, sfd, ACC)
         logits, is_positive = _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, radius,
                                              scale, scn, sck, scc, ACC, PRECISION)
         positive_logit += tl.sum(tl.where(is_positive & cand_ok[None, :], logits, 0.0), axis=1)
@@ -119,7 +151,8 @@ def _backward_dq_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr,
     row_ok = rows < row_end
     dd = tl.arange(0, BLOCK_D)
     d_ok = dd < D
-    src, q, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd)
+    src, q, q_unit, q_norm, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd,
+                                                  ACC)
     lse = tl.load(lse_ptr + src, mask=row_ok, other=0.0).to(ACC)
     grad = tl.load(grad_ptr + src, mask=row_ok, other=0.0).to(ACC)
     f_base = f_ptr + b.to(tl.int64) * sfb
@@ -127,13 +160,12 @@ def _backward_dq_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr,
     for j0 in range(0, L, BLOCK_N):
         cand = j0 + tl.arange(0, BLOCK_N)
         cand_ok = cand < L
-        f = tl.load(f_base + cand[:, None] * sfl + dd[None, :] * sfd, mask=cand_ok[:, None] & d_ok[None, :],
-                    other=0.0)
+        f, _f_unit, _f_norm = _load_features(f_base, cand, cand_ok, dd, d_ok, sfl, sfd, ACC)
         logits, is_positive = _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, radius,
                                              scale, scn, sck, scc, ACC, PRECISION)
         dlogits = _logit_grads(logits, is_positive, lse, grad)
         dq += tl.dot(dlogits.to(f.dtype), f, input_precision=PRECISION, out_dtype=ACC)
-    dq = dq * scale
+    dq = _raw_grad(dq * scale, q_unit, q_norm)
     tl.store(dq_ptr + src[:, None] * D + dd[None, :], dq.to(dq_ptr.dtype.element_ty),
              mask=row_ok[:, None] & d_ok[None, :])
 
@@ -149,22 +181,22 @@ def _backward_df_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, img_begin_ptr
     cand_ok = cand < L
     dd = tl.arange(0, BLOCK_D)
     d_ok = dd < D
-    f = tl.load(f_ptr + b.to(tl.int64) * sfb + cand[:, None] * sfl + dd[None, :] * sfd,
-                mask=cand_ok[:, None] & d_ok[None, :], other=0.0)
+    f, f_unit, f_norm = _load_features(f_ptr + b.to(tl.int64) * sfb, cand, cand_ok, dd, d_ok, sfl, sfd, ACC)
     row_begin = tl.load(img_begin_ptr + b)
     row_end = tl.load(img_end_ptr + b)
     df = tl.zeros([BLOCK_N, BLOCK_D], ACC)
     for r0 in range(row_begin, row_end, BLOCK_M):
         rows = r0 + tl.arange(0, BLOCK_M)
         row_ok = rows < row_end
-        src, q, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd)
+        src, q, _q_unit, _q_norm, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn,
+                                                        sqd, ACC)
         lse = tl.load(lse_ptr + src, mask=row_ok, other=0.0).to(ACC)
         grad = tl.load(grad_ptr + src, mask=row_ok, other=0.0).to(ACC)
         logits, is_positive = _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, radius,
                                              scale, scn, sck, scc, ACC, PRECISION)
         dlogits = _logit_grads(logits, is_positive, lse, grad)
         df += tl.dot(tl.trans(dlogits.to(q.dtype)), q, input_precision=PRECISION, out_dtype=ACC)
-    df = df * scale
+    df = _raw_grad(df * scale, f_unit, f_norm)
     out = df_ptr + b.to(tl.int64) * L * D + cand[:, None] * D + dd[None, :]
     tl.store(out, df.to(df_ptr.dtype.element_ty), mask=cand_ok[:, None] & d_ok[None, :])
 
@@ -213,7 +245,7 @@ def _common_args(queries, features, excluded_centres, grid_width, radius, scale)
 
 def forward(queries, features, image_index, positive_index, excluded_centres, grid_width, radius, scale,
             launch=lambda kernel: kernel):
-    """(loss, lse), both (N,) float32 (float64 for float64 inputs). Inputs are unit vectors."""
+    """(loss, lse), both (N,) float32 (float64 for float64 inputs), of raw queries/features."""
     n = queries.shape[0]
     loss = torch.empty(n, dtype=_loss_dtype(queries), device=queries.device)
     lse = torch.empty_like(loss)
@@ -230,7 +262,7 @@ def forward(queries, features, image_index, positive_index, excluded_centres, gr
 
 def backward(grad_loss, queries, features, image_index, positive_index, excluded_centres, lse, grid_width, radius,
              scale, launch=lambda kernel: kernel):
-    """(grad_queries (N, D), grad_features (B, L, D)), contiguous, in the inputs' dtype."""
+    """(grad_queries (N, D), grad_features (B, L, D)) w.r.t. the raw inputs, contiguous, in their dtype."""
     B, L, D = features.shape
     dq = torch.empty((queries.shape[0], D), dtype=queries.dtype, device=queries.device)
     df = torch.empty((B, L, D), dtype=features.dtype, device=features.device)

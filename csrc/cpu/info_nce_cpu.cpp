@@ -1,9 +1,11 @@
 // CPU kernels of info_nce: blocked online logsumexp, never an N x L matrix.
 //
-// Queries are grouped by image (stable sort), pre-scaled by `scale` and padded to a
-// multiple of the SIMD width in one (N, Dp) buffer. A candidate block of kBlockN
-// features is transposed into a per-thread (D, kBlockN) buffer, and logits of four
-// queries at a time are computed from it in registers.
+// Queries are grouped by image (stable sort), normalised, pre-scaled by `scale` and
+// padded to a multiple of the SIMD width in one (N, Dp) buffer. A candidate block of
+// kBlockN features is normalised on load and transposed into a per-thread (D, kBlockN)
+// buffer, and logits of four queries at a time are computed from it in registers. No
+// normalised copy of the features exists: their normalisation's backward is applied by
+// each block's owner in the backward task.
 //   forward:  one task per tile of <= kBlockM queries of one image; it streams that
 //             image's candidate blocks keeping the running max/sum of each row.
 //   backward: one task per (image, candidate block); it recomputes the logits of every
@@ -232,7 +234,8 @@ void accumulate_products(double* out, int64_t n_out, const double* grads, int64_
 template <typename acc_t>
 struct Sorted {
   at::Tensor order;        // (N) sorted position -> original row
-  at::Tensor queries;      // (N + kGroup, dp) acc_t, scaled, zero padding
+  at::Tensor queries;      // (N + kGroup, dp) acc_t, unit vectors * scale, zero padding
+  at::Tensor norms;        // (N, 1) acc_t, |q| of each sorted row
   at::Tensor positive;     // (N) int64
   at::Tensor centres;      // (N, K, 2) int64
   std::vector<int64_t> image_begin;  // (B + 1) first sorted row of each image
@@ -248,8 +251,11 @@ Sorted<acc_t> sort_by_image(const at::Tensor& queries, const at::Tensor& image_i
   constexpr int64_t kL = Simd<acc_t>::kLanes;
   s.dp = std::max<int64_t>(kL, (D + kL - 1) / kL * kL);
   s.order = std::get<1>(at::sort(image_index, /*stable=*/true, /*dim=*/0, /*descending=*/false));
-  s.queries = at::zeros({N + kGroup, s.dp}, queries.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  s.queries.narrow(0, 0, N).narrow(1, 0, D).copy_(queries.index_select(0, s.order)).mul_(scale);
+  const auto acc = c10::CppTypeToScalarType<acc_t>::value;
+  const at::Tensor sorted = queries.index_select(0, s.order).to(acc);
+  s.norms = at::linalg_vector_norm(sorted, 2, {1}, /*keepdim=*/true);
+  s.queries = at::zeros({N + kGroup, s.dp}, queries.options().dtype(acc));
+  s.queries.narrow(0, 0, N).narrow(1, 0, D).copy_(sorted * (scale / s.norms.clamp_min(nm::kNormEps)));
   s.positive = positive_index.index_select(0, s.order).contiguous();
   s.centres = excluded_centres.index_select(0, s.order).contiguous();
   const at::Tensor counts = at::bincount(image_index, {}, num_images).cumsum(0);
@@ -263,12 +269,12 @@ struct Geometry {
   int64_t L, D, K, grid_width, radius;
 };
 
-// Features of one image's candidates [j0, j0 + n) as acc_t, both ways round:
-// ft (D, kBlockN) for the logits, and (optionally) rows (kBlockN, dp) for the backward.
-// Columns n.. of ft are zero; rows n.. are zero.
+// Unit features of one image's candidates [j0, j0 + n) as acc_t, both ways round:
+// ft (D, kBlockN) for the logits, and (optionally) rows (kBlockN, dp) with their norms
+// for the backward. Columns n.. of ft are zero; rows n.. are zero.
 template <typename scalar_t, typename acc_t>
 void load_block(const at::Tensor& features, int64_t b, int64_t j0, int64_t n, int64_t dp, acc_t* ft,
-                acc_t* rows) {
+                acc_t* rows, acc_t* norms) {
   const scalar_t* f = features.const_data_ptr<scalar_t>();
   const int64_t sb = features.stride(0), sl = features.stride(1), sd = features.stride(2);
   const int64_t D = features.size(2);
@@ -276,11 +282,27 @@ void load_block(const at::Tensor& features, int64_t b, int64_t j0, int64_t n, in
   if (rows) std::fill(rows, rows + kBlockN * dp, acc_t(0));
   for (int64_t j = 0; j < n; ++j) {
     const scalar_t* src = f + b * sb + (j0 + j) * sl;
+    acc_t squares = 0;
+    for (int64_t c = 0; c < D; ++c) squares += static_cast<acc_t>(src[c * sd]) * static_cast<acc_t>(src[c * sd]);
+    const acc_t norm = std::sqrt(squares), inv = nm::inverse_norm(norm);
     for (int64_t c = 0; c < D; ++c) {
-      const acc_t v = static_cast<acc_t>(src[c * sd]);
+      const acc_t v = static_cast<acc_t>(src[c * sd]) * inv;
       ft[c * kBlockN + j] = v;
       if (rows) rows[j * dp + c] = v;
     }
+    if (norms) norms[j] = norm;
+  }
+}
+
+// df[j] <- gradient w.r.t. the raw feature, from the one w.r.t. its unit vector rows[j].
+template <typename acc_t>
+void unit_to_raw_grads(acc_t* grads, const acc_t* units, const acc_t* norms, int64_t n, int64_t d, int64_t dp) {
+  for (int64_t j = 0; j < n; ++j) {
+    acc_t* g = grads + j * dp;
+    const acc_t* u = units + j * dp;
+    acc_t dot = 0;
+    for (int64_t c = 0; c < d; ++c) dot += u[c] * g[c];
+    for (int64_t c = 0; c < d; ++c) g[c] = nm::raw_grad(g[c], u[c], dot, norms[j]);
   }
 }
 
@@ -335,7 +357,8 @@ void forward_kernel(const Sorted<acc_t>& s, const at::Tensor& features, const Ge
       std::fill(state.begin(), state.end(), nm::OnlineLogSumExp<acc_t>{});
       for (int64_t j0 = 0; j0 < g.L; j0 += kBlockN) {
         const int64_t n = std::min(kBlockN, g.L - j0);
-        load_block<scalar_t>(features, tile.image, j0, n, dp, ft.data(), static_cast<acc_t*>(nullptr));
+        load_block<scalar_t>(features, tile.image, j0, n, dp, ft.data(), static_cast<acc_t*>(nullptr),
+                             static_cast<acc_t*>(nullptr));
         for (int64_t r = tile.r0; r < tile.r1; r += kGroup) {
           group_logits(q + r * dp, dp, g.D, ft.data(), logits.data());
           for (int64_t k = 0; k < kGroup && r + k < tile.r1; ++k) {
@@ -372,11 +395,11 @@ void backward_kernel(const Sorted<acc_t>& s, const at::Tensor& features, const G
   acc_t* df_out = df.mutable_data_ptr<acc_t>();  // (B, L, dp)
   at::parallel_for(0, B * blocks, 1, [&](int64_t begin, int64_t end) {
     acc_t* dq = dq_all + at::get_thread_num() * N_rows * dp;
-    std::vector<acc_t> ft(g.D * kBlockN), rows(kBlockN * dp), grads(kBlockM * kBlockN);
+    std::vector<acc_t> ft(g.D * kBlockN), rows(kBlockN * dp), norms(kBlockN), grads(kBlockM * kBlockN);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / blocks, j0 = (task % blocks) * kBlockN;
       const int64_t n = std::min(kBlockN, g.L - j0);
-      load_block<scalar_t>(features, b, j0, n, dp, ft.data(), rows.data());
+      load_block<scalar_t>(features, b, j0, n, dp, ft.data(), rows.data(), norms.data());
       acc_t* df_block = df_out + (b * g.L + j0) * dp;
       for (int64_t r0 = s.image_begin[b]; r0 < s.image_begin[b + 1]; r0 += kBlockM) {
         const int64_t m = std::min(kBlockM, s.image_begin[b + 1] - r0);
@@ -393,6 +416,7 @@ void backward_kernel(const Sorted<acc_t>& s, const at::Tensor& features, const G
         accumulate_products(dq + r0 * dp, m, grads.data(), kBlockN, 1, rows.data(), n, dp);
         accumulate_products(df_block, n, grads.data(), 1, kBlockN, q + r0 * dp, m, dp);
       }
+      unit_to_raw_grads(df_block, rows.data(), norms.data(), n, g.D, dp);
     }
   });
 }
@@ -435,8 +459,13 @@ std::tuple<at::Tensor, at::Tensor> info_nce_backward_cpu(
     at::Tensor dq_partial = at::zeros({at::get_num_threads(), N + kGroup, s.dp}, queries.options().dtype(acc));
     at::Tensor df_padded = at::zeros({B, L, s.dp}, queries.options().dtype(acc));
     backward_kernel<scalar_t, acc_t>(s, features, g, lse_sorted, grad_sorted, dq_partial, df_padded);
-    // sum the per-thread query gradients, undo the logits' scale, unsort
-    const at::Tensor dq_sorted = dq_partial.sum(0).narrow(0, 0, N).narrow(1, 0, D).mul_(scale);
+    // sum the per-thread query gradients (w.r.t. the scaled unit queries), then
+    // d/dq of q / max(|q|, eps) (info_nce_math.h raw_grad, in tensor ops), unsort
+    const at::Tensor grad_unit = dq_partial.sum(0).narrow(0, 0, N).narrow(1, 0, D).mul_(scale);
+    const at::Tensor unit = s.queries.narrow(0, 0, N).narrow(1, 0, D) / scale;
+    const at::Tensor dot = (unit * grad_unit).sum(1, /*keepdim=*/true);
+    const at::Tensor dq_sorted = at::where(s.norms > nm::kNormEps, (grad_unit - unit * dot) / s.norms,
+                                           grad_unit / nm::kNormEps);
     dq = at::empty({N, D}, queries.options());
     dq.index_copy_(0, s.order, dq_sorted.to(queries.scalar_type()));
     df = df_padded.narrow(2, 0, D).to(queries.scalar_type()).contiguous();

@@ -13,8 +13,9 @@ excluded_centres[n] (grid (row, col): the target and the context positions). Wit
 s_nm = scale * cos(q_n, f_m), a position m enters row n's logsumexp iff it is the
 positive, or its Chebyshev distance to every excluded centre is >= radius:
     loss_n = logsumexp_{m in {pos} u neg(n)} s_nm - s_n,pos
-Cosine similarity normalises both sides like F.normalize(eps=1e-12), in float32, inside
-the autograd graph; the kernels then see unit vectors (an O((N + B L) D) pass).
+Cosine similarity normalises both sides like F.normalize(eps=1e-12), with norms in
+float32; the fused kernels do it as they load each tile and fold its backward into their
+epilogues, so not even a normalised copy of the features is made.
 
 Backends: the C++ CPU kernel (`spsr_fast::info_nce`, `spsr_fast::info_nce_backward`),
 the Triton kernels (`spsr_fast::info_nce_triton`, GPU default; there is no CUDA C++
@@ -31,7 +32,7 @@ import torch
 
 from .. import _extension
 from . import _backend
-from ._reference import INFO_NCE_NORM_EPS, info_nce_loss_dtype, info_nce_reference
+from ._reference import info_nce_loss_dtype, info_nce_reference
 
 OPS = _backend.register(_backend.OpBackends(
     name="info_nce",
@@ -39,30 +40,6 @@ OPS = _backend.register(_backend.OpBackends(
     # No CUDA C++ kernel: on the GPU the Triton one is the fused backend.
     default_order={"cpu": ("native",), "cuda": ("triton",)},
 ))
-
-
-class _UnitVectors(torch.autograd.Function):
-    """x / max(||x||, 1e-12) along the last dim, computed in float32 (float64 stays) and
-    returned in x's dtype: the values of the reference's info_nce_normalize (F.normalize),
-    with a backward that allocates one full-size tensor instead of F.normalize's chain of
-    temporaries (at 1M candidates per image each is B x 128 MB)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        acc = x if x.dtype == torch.float64 else x.float()
-        denom = torch.linalg.vector_norm(acc, dim=-1, keepdim=True).clamp_min_(INFO_NCE_NORM_EPS)
-        y = (acc / denom).to(x.dtype)
-        ctx.save_for_backward(y, denom)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        y, denom = ctx.saved_tensors
-        acc = denom.dtype
-        y, grad_y = y.to(acc), grad_y.to(acc)
-        # d(x/|x|) = (dy - y <y, dy>) / |x|; where the norm was clamped, y = x / eps is linear
-        dot = torch.einsum("...d,...d->...", y, grad_y).unsqueeze(-1) * (denom > INFO_NCE_NORM_EPS)
-        return torch.addcmul(grad_y, y, dot, value=-1).div_(denom).to(ctx.saved_tensors[0].dtype)
 
 
 def _is_int(value) -> bool:
@@ -141,7 +118,7 @@ def info_nce(queries: torch.Tensor, features: torch.Tensor, image_index: torch.T
         return info_nce_reference(queries, features, image_index, positive_index, excluded_centres, grid_width,
                                   radius, scale)
     op = torch.ops.spsr_fast.info_nce if chosen == "native" else torch.ops.spsr_fast.info_nce_triton
-    loss, _ = op(_UnitVectors.apply(queries), _UnitVectors.apply(features), image_index, positive_index,
+    loss, _ = op(queries, features, image_index, positive_index,
                  excluded_centres, grid_width, radius, scale)
     return loss
 
