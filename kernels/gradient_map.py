@@ -8,7 +8,7 @@ import torch
 import triton
 import triton.language as tl
 
-EPS = 1e-6
+EPS = tl.constexpr(1e-6)  # a plain global cannot be read inside @triton.jit on the GPU
 BLOCK = 1024
 
 

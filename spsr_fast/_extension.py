@@ -18,4 +18,7 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether spsr_fast::<op> has a kernel for dispatch_key ("CPU" or "CUDA")."""
     if not LOADED:
         return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"spsr_fast::{op}", dispatch_key)
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"spsr_fast::{op}", dispatch_key)
+    except RuntimeError:  # schema absent: an older build of _C without this op
+        return False

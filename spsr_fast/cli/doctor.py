@@ -25,7 +25,7 @@ def run(args) -> int:
     import spsr_fast
     from spsr_fast import _extension
     from spsr_fast.ops import get_backend
-    from spsr_fast.ops._backend import DEVICE_TYPES, REGISTRY
+    from spsr_fast.ops._backend import DEVICE_TYPES, NO_CUDA_DEVICE, REGISTRY
 
     print(f"spsr-fast {spsr_fast.__version__}  python {platform.python_version()}  {platform.machine()}")
     print(f"torch {torch.__version__}  (CUDA build: {torch.version.cuda or 'no'})  triton {_version('triton')}")
@@ -52,8 +52,9 @@ def run(args) -> int:
                 ok, reason = ops.status(forced, device_type)
                 chosen = forced if ok else f"{forced} (unavailable)"
             else:
-                chosen, reason = ops.default(device_type)
+                chosen, reason = ops.default(device_type, assume_device=True)
             if device_type == "cuda" and not torch.cuda.is_available():
-                reason += " (no GPU visible here)"
+                reason = ("would run here with a GPU: " + reason) if reason != NO_CUDA_DEVICE else \
+                    "would run with a GPU; none visible here"
             print(f"{name:<{width}}  {device_type:<4}  {chosen:<9}  {reason}")
     return 0

@@ -55,12 +55,15 @@ def backend(name: str | None):
         _forced = previous
 
 
+NO_CUDA_DEVICE = "no CUDA device"
+
+
 def triton_status(device_type: str) -> tuple[bool, str]:
     if importlib.util.find_spec("triton") is None:
         return False, "triton is not installed"
     if device_type == "cuda":
         if not torch.cuda.is_available():
-            return False, "no CUDA device"
+            return False, NO_CUDA_DEVICE
         return True, "triton kernel on the GPU"
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True, "triton kernel in the interpreter (TRITON_INTERPRET=1)"
@@ -99,14 +102,17 @@ class OpBackends:
             return True, f"{kind} kernel in spsr_fast._C"
         return False, f"spsr_fast._C was built without {dispatch_key} kernels for {self.name}"
 
-    def default(self, device_type: str) -> tuple[str, str]:
-        """(backend, reason) the op uses on this device type when nothing is forced."""
-        for candidate in self.default_order.get(device_type, ("native",)):
+    def default(self, device_type: str, assume_device: bool = False) -> tuple[str, str]:
+        """(backend, reason) the op uses on this device type when nothing is forced.
+        assume_device: answer as if a GPU were present (for `spsr-fast doctor`)."""
+        order = self.default_order.get(device_type, ("native",))
+        reasons = []
+        for candidate in order:
             ok, reason = self.status(candidate, device_type)
-            if ok:
+            if ok or (assume_device and reason == NO_CUDA_DEVICE):
                 return candidate, reason
-        _, why_not = self.status("native", device_type)
-        return "reference", f"fallback: {why_not}"
+            reasons.append(f"{candidate}: {reason}")
+        return "reference", "fallback: " + "; ".join(reasons)
 
     def choose(self, device_type: str) -> str:
         forced = _forced
