@@ -1,7 +1,7 @@
 // CPU kernels of gradient_map. NCHW and NHWC tensors go through a row kernel that
-// reads each row of x once, vectorised with at::vec over the contiguous inner
-// dimension; other strides go through the per-element math of gradient_map_math.h
-// (the same functions the CUDA kernel runs).
+// reads each row of x once, vectorised over the contiguous inner dimension (AVX2 for
+// fp32 when the CPU has it, at::vec otherwise); other strides go through the
+// per-element math of gradient_map_math.h (the same functions the CUDA kernel runs).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -15,6 +15,7 @@
 
 #include "../gradient_map_checks.h"
 #include "../gradient_map_math.h"
+#include "gradient_map_simd.h"
 
 namespace spsr_fast {
 namespace {
@@ -71,6 +72,11 @@ void forward_row(const scalar_t* up, const scalar_t* mid, const scalar_t* down,
   interior_range(len, step, &lo, &hi);
   for (int64_t t = -shift; t < lo; ++t) out[t + shift] = static_cast<scalar_t>(value_at(t));
   int64_t t = lo;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (gradient_map_simd::cpu_has_avx2()) {
+      t = gradient_map_simd::forward_interior_avx2(up, mid, down, lo, hi, step, out + shift);
+    }
+  }
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     using Vec = at::vec::Vectorized<acc_t>;
     const Vec eps(static_cast<acc_t>(gm::kEps));
@@ -128,6 +134,12 @@ void scaled_diffs_row(const scalar_t* up, const scalar_t* mid, const scalar_t* d
   interior_range(len, step, &lo, &hi);
   for (int64_t t = -step; t < lo; ++t) at_centre(t);
   int64_t t = lo;
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (gradient_map_simd::cpu_has_avx2()) {
+      t = gradient_map_simd::scaled_diffs_interior_avx2(up, mid, down, grad_row + shift, lo, hi, step,
+                                                        dv + step, dh + step);
+    }
+  }
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     using Vec = at::vec::Vectorized<acc_t>;
     const Vec eps(static_cast<acc_t>(gm::kEps));
@@ -187,6 +199,11 @@ void backward_rows(const at::Tensor& grad, const at::Tensor& x, at::Tensor& dx, 
         const acc_t* dh_mid = dh.data() + slot(i) + g.step;
         scalar_t* out = dxp + (plane * g.rows + i) * g.len;
         int64_t t = 0;
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          if (gradient_map_simd::cpu_has_avx2()) {
+            t = gradient_map_simd::combine_avx2(dv_up, dv_down, dh_mid, g.len, g.step, out);
+          }
+        }
         if constexpr (std::is_same_v<scalar_t, acc_t>) {
           using Vec = at::vec::Vectorized<acc_t>;
           for (; t + Vec::size() <= g.len; t += Vec::size()) {

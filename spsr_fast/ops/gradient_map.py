@@ -99,6 +99,12 @@ def _gradient_map_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, paddi
     return kernels.backward(grad_out, x, padding, launch=torch.library.wrap_triton)
 
 
+# Explicit fakes: shape propagation needs no kernel, and the Triton interpreter (CPU
+# tests) cannot run on fake tensors.
+_gradient_map_triton.register_fake(_fake_forward)
+_gradient_map_backward_triton.register_fake(_fake_backward)
+
+
 def _triton_backward(ctx, grad):
     (x,) = ctx.saved_tensors
     return torch.ops.spsr_fast.gradient_map_backward_triton(grad, x, ctx.padding), None

@@ -1,0 +1,174 @@
+"""Timing, peak-memory and reporting helpers shared by the benchmarks in bench/.
+
+Every benchmark runs its reference and fused variants in one process and reports
+records {op, backend, device, dtype, shape, pass, ms_median, peak_bytes,
+speedup_vs_reference} (plus optional extra fields)."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], device: str, min_time_s: float = 0.4, max_reps: int = 200,
+            warmup: int = 3) -> float:
+    """Median wall time of fn() in milliseconds, after warm-up, synchronising the GPU."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    samples: list[float] = []
+    start_all = time.perf_counter()
+    while len(samples) < max_reps and (len(samples) < 5 or time.perf_counter() - start_all < min_time_s):
+        if device == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(begin.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(samples)
+
+
+def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated by fn() on the CPU allocator, above what was live before it.
+
+    The profiler's memory events carry the allocator's running total since profiling
+    started, which is exactly the extra memory fn needs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events
+              if e.get("name") == "[memory]" and "Total Allocated" in e.get("args", {})]
+    return max(totals, default=0)
+
+
+def peak_bytes(fn: Callable[[], object], device: str) -> int:
+    """Extra memory fn() needs at its peak (GPU: caching allocator stats)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    return _cpu_peak_bytes(fn)
+
+
+@dataclass
+class Record:
+    op: str
+    backend: str
+    device: str
+    dtype: str
+    shape: str
+    pass_: str
+    ms_median: float
+    peak_bytes: int
+    speedup_vs_reference: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        out = {"op": self.op, "backend": self.backend, "device": self.device, "dtype": self.dtype,
+               "shape": self.shape, "pass": self.pass_, "ms_median": round(self.ms_median, 5),
+               "peak_bytes": int(self.peak_bytes),
+               "speedup_vs_reference": None if self.speedup_vs_reference is None
+               else round(self.speedup_vs_reference, 3)}
+        out.update(self.extra)
+        return out
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def print_table(records: list[Record], extra_columns: tuple[str, ...] = ()) -> None:
+    header = ["op", "shape", "dtype", "pass", "backend", "ms", "peak", "x ref"] + list(extra_columns)
+    rows = []
+    for r in records:
+        rows.append([r.op, r.shape, r.dtype, r.pass_, r.backend, f"{r.ms_median:.3f}",
+                     format_bytes(r.peak_bytes),
+                     "-" if r.speedup_vs_reference is None else f"{r.speedup_vs_reference:.2f}"]
+                    + [str(r.extra.get(c, "")) for c in extra_columns])
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+
+
+def copy_bandwidth_gbps(device: str) -> float | None:
+    """Measured device copy bandwidth (read + write bytes per second) on a 1 GiB buffer."""
+    if device != "cuda":
+        return None
+    src = torch.empty(256 * 1024 * 1024, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device, min_time_s=0.3)
+    return 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9
+
+
+@dataclass
+class Case:
+    """One benchmark case: for each pass ("fwd", "fwd+bwd"), a callable per backend.
+
+    `reference` names the backend that speedup_vs_reference divides by; `compare_to`
+    names a second baseline whose ratio is reported as `speedup_vs_<name>`;
+    `bytes_moved[pass]` enables achieved-bandwidth columns on the GPU."""
+
+    op: str
+    shape: str
+    dtype: torch.dtype
+    variants: dict[str, dict[str, Callable[[], object]]]
+    reference: str
+    compare_to: str | None = None
+    bytes_moved: dict[str, int] | None = None
+
+
+def run_case(case: Case, device: str, copy_gbps: float | None, measure_memory: bool = True) -> list[Record]:
+    records = []
+    for pass_, fns in case.variants.items():
+        timings = {name: time_ms(fn, device) for name, fn in fns.items()}
+        for name, fn in fns.items():
+            extra = {}
+            if case.compare_to and case.compare_to in timings and name != case.compare_to:
+                extra[f"speedup_vs_{case.compare_to}"] = round(timings[case.compare_to] / timings[name], 3)
+            if device == "cuda" and case.bytes_moved and pass_ in case.bytes_moved:
+                gbps = case.bytes_moved[pass_] / (timings[name] * 1e-3) / 1e9
+                extra["GB/s"] = round(gbps, 1)
+                if copy_gbps:
+                    extra["%copy_bw"] = round(100 * gbps / copy_gbps, 1)
+            ref_ms = timings.get(case.reference)
+            records.append(Record(
+                op=case.op, backend=name, device=device, dtype=dtype_name(case.dtype),
+                shape=case.shape, pass_=pass_, ms_median=timings[name],
+                peak_bytes=peak_bytes(fn, device) if measure_memory else 0,
+                speedup_vs_reference=None if ref_ms is None else ref_ms / timings[name],
+                extra=extra))
+    return records
