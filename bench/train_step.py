@@ -1,6 +1,6 @@
 """SPSR-G training-step throughput: the fused formulation vs the reference one, same run.
 
-    python bench/train_step.py [--device cpu|cuda] [--json PATH] [--steps N] [--batch B]
+    python bench/train_step.py [--device cpu|cuda] [--json PATH] [--rounds R] [--steps N] [--batch B] [--threads T]
 
 reference ("eager"): fp32, NCHW, reference ops (SPSR_FAST_BACKEND=reference), torch.cat dense blocks.
 fused:  channels_last, AMP (bf16 on GPU; fp32 on CPU), the fused ops' default backends.
@@ -78,7 +78,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant per round")
     parser.add_argument("--batch", type=int, help="override the batch size")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads for CPU runs")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA device")
     device = torch.device(args.device)

@@ -183,3 +183,14 @@ def test_sr_branch_initialised_from_psnr_checkpoint(images, tmp_path):
     for k in ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.bias", "conv_hr.weight"):
         assert torch.equal(source[k], target[k]), k
     assert not torch.equal(source["conv_last.weight"][:, :8], target["conv_last.weight"][:, :8])
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_modes_run(images, tmp_path, amp):
+    trainer = Trainer(tiny(images, tmp_path, stage="psnr", **{"run.amp": amp, "optim.total_iters": 2}))
+    assert (trainer.runner.scaler is not None) == (amp == "fp16")
+    trainer.train()
+    log = read_log(tmp_path / "t")
+    assert all(np.isfinite(r["loss/l_g_pix"]) for r in log if "loss/l_g_pix" in r)
+    if amp == "fp16":
+        assert trainer.state_dict()["scaler"]["scale"] > 0
