@@ -194,3 +194,17 @@ def test_amp_modes_run(images, tmp_path, amp):
     assert all(np.isfinite(r["loss/l_g_pix"]) for r in log if "loss/l_g_pix" in r)
     if amp == "fp16":
         assert trainer.state_dict()["scaler"]["scale"] > 0
+
+
+def test_basicsr_init_keeps_rrdbs_and_resets_the_rest():
+    from spsr_fast.models import SPSRNet
+    from spsr_fast.train.stages import basicsr_init_
+
+    torch.manual_seed(0)
+    net = SPSRNet(nf=8, nb=1, gc=4)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    basicsr_init_(net)
+    after = net.state_dict()
+    assert torch.equal(before["body.0.rdb1.conv1.weight"], after["body.0.rdb1.conv1.weight"])
+    assert torch.equal(before["fusion_block.rdb1.conv1.weight"], after["fusion_block.rdb1.conv1.weight"])
+    assert after["conv_first.weight"].std() > 3 * before["conv_first.weight"].std()

@@ -44,6 +44,9 @@ class ModelConfig:
     nb: int = 23
     gc: int = 32
     pretrained: Optional[str] = None     # SR-branch init: psnr-stage checkpoint or any RRDBNet file
+    # authors: kaiming x0.1 on every conv (the authors' code); basicsr: x0.1 only inside the
+    # RRDBs, PyTorch's default elsewhere (trains much faster from scratch)
+    init: Literal["authors", "basicsr"] = "authors"
     discriminator_nf: int = 64
 
 

@@ -50,6 +50,17 @@ FUSION_PREFIXES = ("fusion_", "conv_last.")
 SR_BRANCH_PREFIXES = ("conv_first.", "body.", "conv_body.", "conv_up", "conv_hr.")
 
 
+def basicsr_init_(net: nn.Module) -> None:
+    """Reset every conv outside the RRDBs to PyTorch's default init (BasicSR's scheme); the
+    RRDBs keep their x0.1-scaled kaiming init."""
+    from ..models import RRDB
+
+    inside = {id(m) for block in net.modules() if isinstance(block, RRDB) for m in block.modules()}
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and id(m) not in inside:
+            m.reset_parameters()
+
+
 def _read_generator_state(path: str) -> dict[str, torch.Tensor]:
     """Generator weights from a trainer checkpoint (.pt) or anything spsr_fast's load_model reads."""
     if path.endswith((".pt", ".pth")):
@@ -120,7 +131,10 @@ class Stage:
         self.cfg, self.device, self.memory_format = cfg, device, memory_format
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        self.nets["G"] = self._to_device(GENERATORS[cfg.model.arch](cfg))
+        generator = GENERATORS[cfg.model.arch](cfg)
+        if cfg.model.init == "basicsr":
+            basicsr_init_(generator)
+        self.nets["G"] = self._to_device(generator)
         if cfg.model.pretrained:
             copied = init_sr_branch(self.nets["G"], cfg.model.pretrained)
             log.info("initialised %d generator tensors from %s", len(copied), cfg.model.pretrained)
