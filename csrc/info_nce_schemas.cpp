@@ -1,0 +1,11 @@
+// Schemas of info_nce (DESIGN.md 2.3). The op takes unit vectors: spsr_fast.ops.info_nce
+// normalises queries and features first (and differentiates through that itself).
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(spsr_fast, m) {
+  m.def("info_nce(Tensor queries, Tensor features, Tensor image_index, Tensor positive_index, "
+        "Tensor excluded_centres, int grid_width, int radius, float scale) -> (Tensor loss, Tensor lse)");
+  m.def("info_nce_backward(Tensor grad_loss, Tensor queries, Tensor features, Tensor image_index, "
+        "Tensor positive_index, Tensor excluded_centres, Tensor lse, int grid_width, int radius, "
+        "float scale) -> (Tensor grad_queries, Tensor grad_features)");
+}

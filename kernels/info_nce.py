@@ -1,0 +1,248 @@
+"""Triton kernels of info_nce (semantics: DESIGN.md 2.3, csrc/info_nce_math.h).
+
+Queries are grouped by image (a stable sort by image_index, kept as `order`), so a
+program's rows all stream the same image's L candidates. Inputs are unit vectors.
+
+  forward:      one program per tile of BLOCK_M rows of one image; streams candidate
+                tiles, logits by `tl.dot`, scale and the coordinate mask in registers,
+                running max and sum per row (online logsumexp). Writes loss and lse (N).
+  backward dq:  same tiling; recomputes each logit tile and accumulates
+                dq = scale * sum_m dlogit_nm f_m.
+  backward df:  one program per (image, tile of BLOCK_N candidates); walks every row of
+                the image and accumulates df = scale * sum_n dlogit_nm q_n. Each feature
+                gradient has one owner: deterministic, no atomics.
+No N x L matrix is ever written. Mask index math mirrors csrc/info_nce_math.h.
+"""
+import torch
+import triton
+import triton.language as tl
+
+ROW_BLOCK_N = 128           # candidates per tile in the row-tiled kernels (forward, dq)
+DF_BLOCK_M, DF_BLOCK_N = 64, 64
+
+
+def row_block_m(n: int, device: torch.device) -> int:
+    """Rows per program of the row-tiled kernels: the largest of 64/32/16 that still gives
+    two programs per SM (each program streams all of its image's candidates)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+    for block_m in (64, 32):
+        if triton.cdiv(n, block_m) >= 2 * sms:
+            return block_m
+    return 16
+
+
+@triton.jit
+def _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, radius, scale,
+                   scn, sck, scc, ACC: tl.constexpr, PRECISION: tl.constexpr):
+    """scale * q f^T (BLOCK_M x BLOCK_N), -inf where the candidate is not in the row's set:
+    valid = m == pos, or Chebyshev distance >= radius from every excluded centre."""
+    logits = tl.dot(q, tl.trans(f), input_precision=PRECISION, out_dtype=ACC) * scale
+    cand_row = cand // W
+    cand_col = cand % W
+    excluded = tl.zeros(logits.shape, dtype=tl.int1)
+    for k in range(K):
+        centre_row = tl.load(cen_ptr + src * scn + k * sck, mask=row_ok, other=0)
+        centre_col = tl.load(cen_ptr + src * scn + k * sck + scc, mask=row_ok, other=0)
+        dr = cand_row[None, :] - centre_row[:, None]
+        dc = cand_col[None, :] - centre_col[:, None]
+        excluded = excluded | ((dr < radius) & (-dr < radius) & (dc < radius) & (-dc < radius))
+    is_positive = cand[None, :] == positive[:, None]
+    valid = (is_positive | ~excluded) & cand_ok[None, :] & row_ok[:, None]
+    return tl.where(valid, logits, float("-inf")), is_positive
+
+
+@triton.jit
+def _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd):
+    src = tl.load(order_ptr + rows, mask=row_ok, other=0)
+    q = tl.load(q_ptr + src[:, None] * sqn + dd[None, :] * sqd, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    positive = tl.load(pos_ptr + src, mask=row_ok, other=-1)
+    return src, q, positive
+
+
+@triton.jit
+def _forward_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr, tile_begin_ptr, tile_end_ptr,
+                    loss_ptr, lse_ptr, L, D, K, W, radius, scale,
+                    sqn, sqd, sfb, sfl, sfd, scn, sck, scc,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                    ACC: tl.constexpr, PRECISION: tl.constexpr):
+    t = tl.program_id(0)
+    b = tl.load(tile_img_ptr + t)
+    row_begin = tl.load(tile_begin_ptr + t)
+    row_end = tl.load(tile_end_ptr + t)
+    rows = row_begin + tl.arange(0, BLOCK_M)
+    row_ok = rows < row_end
+    dd = tl.arange(0, BLOCK_D)
+    d_ok = dd < D
+    src, q, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd)
+    f_base = f_ptr + b.to(tl.int64) * sfb
+    run_max = tl.full([BLOCK_M], float("-inf"), ACC)
+    run_sum = tl.zeros([BLOCK_M], ACC)
+    positive_logit = tl.zeros([BLOCK_M], ACC)
+    for j0 in range(0, L, BLOCK_N):
+        cand = j0 + tl.arange(0, BLOCK_N)
+        cand_ok = cand < L
+        f = tl.load(f_base + cand[:, None] * sfl + dd[None, :] * sfd, mask=cand_ok[:, None] & d_ok[None, :],
+                    other=0.0)
+        logits, is_positive = _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, radius,
+                                             scale, scn, sck, scc, ACC, PRECISION)
+        positive_logit += tl.sum(tl.where(is_positive & cand_ok[None, :], logits, 0.0), axis=1)
+        # online logsumexp: move the reference point, then add this tile's exp(s - max)
+        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+        safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
+        run_sum = run_sum * tl.exp(run_max - safe_max) + tl.sum(tl.exp(logits - safe_max[:, None]), axis=1)
+        run_max = new_max
+    lse = run_max + tl.log(tl.where(row_ok, run_sum, 1.0))  # spare rows: no log(0)
+    tl.store(lse_ptr + src, lse, mask=row_ok)
+    tl.store(loss_ptr + src, lse - positive_logit, mask=row_ok)
+
+
+@triton.jit
+def _logit_grads(logits, is_positive, lse, grad):
+    """(exp(s - lse) - [m == pos]) * g: the gradient of each row's loss w.r.t. its logits."""
+    p = tl.exp(logits - lse[:, None])
+    return (p - tl.where(is_positive, 1.0, 0.0)) * grad[:, None]
+
+
+@triton.jit
+def _backward_dq_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr, tile_begin_ptr, tile_end_ptr,
+                        lse_ptr, grad_ptr, dq_ptr, L, D, K, W, radius, scale,
+                        sqn, sqd, sfb, sfl, sfd, scn, sck, scc,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        ACC: tl.constexpr, PRECISION: tl.constexpr):
+    t = tl.program_id(0)
+    b = tl.load(tile_img_ptr + t)
+    row_begin = tl.load(tile_begin_ptr + t)
+    row_end = tl.load(tile_end_ptr + t)
+    rows = row_begin + tl.arange(0, BLOCK_M)
+    row_ok = rows < row_end
+    dd = tl.arange(0, BLOCK_D)
+    d_ok = dd < D
+    src, q, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd)
+    lse = tl.load(lse_ptr + src, mask=row_ok, other=0.0).to(ACC)
+    grad = tl.load(grad_ptr + src, mask=row_ok, other=0.0).to(ACC)
+    f_base = f_ptr + b.to(tl.int64) * sfb
+    dq = tl.zeros([BLOCK_M, BLOCK_D], ACC)
+    for j0 in range(0, L, BLOCK_N):
+        cand = j0 + tl.arange(0, BLOCK_N)
+        cand_ok = cand < L
+        f = tl.load(f_base + cand[:, None] * sfl + dd[None, :] * sfd, mask=cand_ok[:, None] & d_ok[None, :],
+                    other=0.0)
+        logits, is_positive = _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, radius,
+                                             scale, scn, sck, scc, ACC, PRECISION)
+        dlogits = _logit_grads(logits, is_positive, lse, grad)
+        dq += tl.dot(dlogits.to(f.dtype), f, input_precision=PRECISION, out_dtype=ACC)
+    dq = dq * scale
+    tl.store(dq_ptr + src[:, None] * D + dd[None, :], dq.to(dq_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _backward_df_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, img_begin_ptr, img_end_ptr,
+                        lse_ptr, grad_ptr, df_ptr, L, D, K, W, radius, scale,
+                        sqn, sqd, sfb, sfl, sfd, scn, sck, scc,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        ACC: tl.constexpr, PRECISION: tl.constexpr):
+    b = tl.program_id(1)
+    cand = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cand_ok = cand < L
+    dd = tl.arange(0, BLOCK_D)
+    d_ok = dd < D
+    f = tl.load(f_ptr + b.to(tl.int64) * sfb + cand[:, None] * sfl + dd[None, :] * sfd,
+                mask=cand_ok[:, None] & d_ok[None, :], other=0.0)
+    row_begin = tl.load(img_begin_ptr + b)
+    row_end = tl.load(img_end_ptr + b)
+    df = tl.zeros([BLOCK_N, BLOCK_D], ACC)
+    for r0 in range(row_begin, row_end, BLOCK_M):
+        rows = r0 + tl.arange(0, BLOCK_M)
+        row_ok = rows < row_end
+        src, q, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd)
+        lse = tl.load(lse_ptr + src, mask=row_ok, other=0.0).to(ACC)
+        grad = tl.load(grad_ptr + src, mask=row_ok, other=0.0).to(ACC)
+        logits, is_positive = _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, radius,
+                                             scale, scn, sck, scc, ACC, PRECISION)
+        dlogits = _logit_grads(logits, is_positive, lse, grad)
+        df += tl.dot(tl.trans(dlogits.to(q.dtype)), q, input_precision=PRECISION, out_dtype=ACC)
+    df = df * scale
+    out = df_ptr + b.to(tl.int64) * L * D + cand[:, None] * D + dd[None, :]
+    tl.store(out, df.to(df_ptr.dtype.element_ty), mask=cand_ok[:, None] & d_ok[None, :])
+
+
+class _Plan:
+    """Rows grouped by image, and the row tiles of BLOCK_M rows (never spanning two
+    images), built with tensor ops only: no host synchronisation."""
+
+    def __init__(self, image_index: torch.Tensor, num_images: int, block_m: int):
+        n = image_index.shape[0]
+        device = image_index.device
+        self.order = torch.argsort(image_index, stable=True)
+        counts = torch.zeros(num_images, dtype=torch.int64, device=device)
+        counts.index_add_(0, image_index, torch.ones_like(image_index))
+        self.img_end = counts.cumsum(0)
+        self.img_begin = self.img_end - counts
+        tiles = (counts + block_m - 1) // block_m
+        tiles_end = tiles.cumsum(0)
+        # an upper bound on the tile count; spare programs get empty row ranges
+        self.num_tiles = triton.cdiv(n, block_m) + num_images
+        t = torch.arange(self.num_tiles, device=device)
+        img = torch.searchsorted(tiles_end, t, right=True).clamp_max(num_images - 1)
+        begin = self.img_begin[img] + (t - (tiles_end[img] - tiles[img])) * block_m
+        end = torch.minimum(begin + block_m, self.img_end[img])
+        self.tile_img = img
+        self.tile_begin = begin
+        self.tile_end = torch.where(t < tiles_end[-1], end, begin)
+
+
+def _meta(queries: torch.Tensor):
+    acc = tl.float64 if queries.dtype == torch.float64 else tl.float32
+    # fp32 stays fp32 in tl.dot ("ieee", not TF32): the logits are scaled by 64
+    precision = "ieee" if queries.dtype in (torch.float32, torch.float64) else "tf32"
+    return dict(BLOCK_D=max(16, triton.next_power_of_2(queries.shape[1])), ACC=acc, PRECISION=precision)
+
+
+def _loss_dtype(queries: torch.Tensor) -> torch.dtype:
+    return torch.float64 if queries.dtype == torch.float64 else torch.float32
+
+
+def _common_args(queries, features, excluded_centres, grid_width, radius, scale):
+    B, L, D = features.shape
+    return (L, D, excluded_centres.shape[1], grid_width, radius, scale, *queries.stride(), *features.stride(),
+            *excluded_centres.stride())
+
+
+def forward(queries, features, image_index, positive_index, excluded_centres, grid_width, radius, scale,
+            launch=lambda kernel: kernel):
+    """(loss, lse), both (N,) float32 (float64 for float64 inputs). Inputs are unit vectors."""
+    n = queries.shape[0]
+    loss = torch.empty(n, dtype=_loss_dtype(queries), device=queries.device)
+    lse = torch.empty_like(loss)
+    if n == 0:
+        return loss, lse
+    block_m = row_block_m(n, queries.device)
+    plan = _Plan(image_index, features.shape[0], block_m)
+    launch(_forward_kernel)[(plan.num_tiles,)](
+        queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
+        plan.tile_end, loss, lse, *_common_args(queries, features, excluded_centres, grid_width, radius, scale),
+        BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, **_meta(queries))
+    return loss, lse
+
+
+def backward(grad_loss, queries, features, image_index, positive_index, excluded_centres, lse, grid_width, radius,
+             scale, launch=lambda kernel: kernel):
+    """(grad_queries (N, D), grad_features (B, L, D)), contiguous, in the inputs' dtype."""
+    B, L, D = features.shape
+    dq = torch.empty((queries.shape[0], D), dtype=queries.dtype, device=queries.device)
+    df = torch.empty((B, L, D), dtype=features.dtype, device=features.device)
+    if queries.shape[0] == 0 or df.numel() == 0:
+        return dq.zero_(), df.zero_()
+    grad_loss = grad_loss.to(lse.dtype).contiguous()
+    common = _common_args(queries, features, excluded_centres, grid_width, radius, scale)
+    meta = _meta(queries)
+    block_m = row_block_m(queries.shape[0], queries.device)
+    plan = _Plan(image_index, B, block_m)
+    launch(_backward_dq_kernel)[(plan.num_tiles,)](
+        queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
+        plan.tile_end, lse, grad_loss, dq, *common, BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, **meta)
+    launch(_backward_df_kernel)[(triton.cdiv(L, DF_BLOCK_N), B)](
+        queries, features, plan.order, positive_index, excluded_centres, plan.img_begin, plan.img_end,
+        lse, grad_loss, df, *common, BLOCK_M=DF_BLOCK_M, BLOCK_N=DF_BLOCK_N, **meta)
+    return dq, df
