@@ -91,7 +91,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
             backends.insert(0, "eager")
         else:
             print(f"# info_nce: reference skipped at N={n_scaling}, L={length}: its N x L matrices need "
-                  f"~{format_bytes(estimate)} (> {format_bytes(REFERENCE_LIMIT_BYTES)}); at N=4096, "
+                  f"~{estimate / 2 ** 30:.2f} GiB (> {REFERENCE_LIMIT_BYTES / 2 ** 30:.2f} GiB); at N=4096, "
                   f"~{format_bytes(_reference_bytes(4096, length))}")
         out.append(_make_case(n_scaling, height, width, device, dtype, backends, " scaling"))
     return out

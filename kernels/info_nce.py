@@ -17,18 +17,17 @@ import torch
 import triton
 import triton.language as tl
 
-ROW_BLOCK_N = 128           # candidates per tile in the row-tiled kernels (forward, dq)
-DF_BLOCK_M, DF_BLOCK_N = 64, 64
+# Tile sizes: compiled ahead of time for sm_90 (fp32/fp16/bf16) to have no register
+# spills; not tuned by timing (no GPU was at hand when they were picked).
+ROW_BLOCK_N = 64                     # candidates per tile of the row-tiled kernels (forward, dq)
+DF_BLOCK_M, DF_BLOCK_N, DF_WARPS = 32, 64, 8
 
 
-def row_block_m(n: int, device: torch.device) -> int:
-    """Rows per program of the row-tiled kernels: the largest of 64/32/16 that still gives
-    two programs per SM (each program streams all of its image's candidates)."""
+def row_tiling(n: int, device: torch.device) -> tuple[int, int]:
+    """(rows per program, warps) of the row-tiled kernels: 32 rows when that still gives two
+    programs per SM (each program streams all of its image's candidates), else 16."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-    for block_m in (64, 32):
-        if triton.cdiv(n, block_m) >= 2 * sms:
-            return block_m
-    return 16
+    return (32, 8) if triton.cdiv(n, 32) >= 2 * sms else (16, 4)
 
 
 @triton.jit
@@ -41,8 +40,9 @@ def _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, ra
     cand_col = cand % W
     excluded = tl.zeros(logits.shape, dtype=tl.int1)
     for k in range(K):
-        centre_row = tl.load(cen_ptr + src * scn + k * sck, mask=row_ok, other=0)
-        centre_col = tl.load(cen_ptr + src * scn + k * sck + scc, mask=row_ok, other=0)
+        # int32 tiles (positions and grid coordinates fit): int64 ones double the registers
+        centre_row = tl.load(cen_ptr + src * scn + k * sck, mask=row_ok, other=0).to(tl.int32)
+        centre_col = tl.load(cen_ptr + src * scn + k * sck + scc, mask=row_ok, other=0).to(tl.int32)
         dr = cand_row[None, :] - centre_row[:, None]
         dc = cand_col[None, :] - centre_col[:, None]
         excluded = excluded | ((dr < radius) & (-dr < radius) & (dc < radius) & (-dc < radius))
@@ -55,7 +55,7 @@ def _masked_logits(q, f, cand, cand_ok, positive, src, row_ok, cen_ptr, K, W, ra
 def _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd):
     src = tl.load(order_ptr + rows, mask=row_ok, other=0)
     q = tl.load(q_ptr + src[:, None] * sqn + dd[None, :] * sqd, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
-    positive = tl.load(pos_ptr + src, mask=row_ok, other=-1)
+    positive = tl.load(pos_ptr + src, mask=row_ok, other=-1).to(tl.int32)
     return src, q, positive
 
 
@@ -217,12 +217,12 @@ def forward(queries, features, image_index, positive_index, excluded_centres, gr
     lse = torch.empty_like(loss)
     if n == 0:
         return loss, lse
-    block_m = row_block_m(n, queries.device)
+    block_m, warps = row_tiling(n, queries.device)
     plan = _Plan(image_index, features.shape[0], block_m)
     launch(_forward_kernel)[(plan.num_tiles,)](
         queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
         plan.tile_end, loss, lse, *_common_args(queries, features, excluded_centres, grid_width, radius, scale),
-        BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, **_meta(queries))
+        BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, num_warps=warps, **_meta(queries))
     return loss, lse
 
 
@@ -237,12 +237,13 @@ def backward(grad_loss, queries, features, image_index, positive_index, excluded
     grad_loss = grad_loss.to(lse.dtype).contiguous()
     common = _common_args(queries, features, excluded_centres, grid_width, radius, scale)
     meta = _meta(queries)
-    block_m = row_block_m(queries.shape[0], queries.device)
+    block_m, warps = row_tiling(queries.shape[0], queries.device)
     plan = _Plan(image_index, B, block_m)
     launch(_backward_dq_kernel)[(plan.num_tiles,)](
         queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
-        plan.tile_end, lse, grad_loss, dq, *common, BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, **meta)
+        plan.tile_end, lse, grad_loss, dq, *common, BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, num_warps=warps,
+        **meta)
     launch(_backward_df_kernel)[(triton.cdiv(L, DF_BLOCK_N), B)](
         queries, features, plan.order, positive_index, excluded_centres, plan.img_begin, plan.img_end,
-        lse, grad_loss, df, *common, BLOCK_M=DF_BLOCK_M, BLOCK_N=DF_BLOCK_N, **meta)
+        lse, grad_loss, df, *common, BLOCK_M=DF_BLOCK_M, BLOCK_N=DF_BLOCK_N, num_warps=DF_WARPS, **meta)
     return dq, df

@@ -171,3 +171,15 @@ def test_ddp_gloo_two_processes_keep_weights_identical(images, tmp_path):
     params = [k for k in w0 if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(w0[k], w1[k]) for k in params)
     assert os.path.exists(tmp_path / "out" / "t" / "checkpoints" / "step_00000003.pt")
+
+
+def test_sr_branch_initialised_from_psnr_checkpoint(images, tmp_path):
+    psnr = Trainer(tiny(images, tmp_path / "psnr", stage="psnr", **{"optim.total_iters": 1, "run.save_every": 1}))
+    psnr.train()
+    path = str(tmp_path / "psnr" / "t" / "checkpoints" / "step_00000001.pt")
+    spsr = Trainer(tiny(images, tmp_path / "g", **{"model.pretrained": path}))
+    source = psnr.stage.generator.state_dict()
+    target = spsr.stage.generator.state_dict()
+    for k in ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.bias", "conv_hr.weight"):
+        assert torch.equal(source[k], target[k]), k
+    assert not torch.equal(source["conv_last.weight"][:, :8], target["conv_last.weight"][:, :8])

@@ -13,7 +13,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spsr_fast.train", description="Train SPSR models.")
     parser.add_argument("--config", required=True, help="YAML config (see configs/)")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
-                        help="continue from a checkpoint: a path, or `auto` for the run's latest")
+                        help="continue from a checkpoint: a path, or `auto` for the run's latest "
+                             "(starting fresh when there is none yet)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="override any field, e.g. optim.lr_g=2e-4 data.batch_size=16")

@@ -76,8 +76,14 @@ class Trainer:
         self.runner = StepRunner(self.device, run.amp, cfg.optim.grad_clip, self.info)
         self.dataset = self._train_dataset()
         self.step, self.bad_steps = 0, 0
-        if resume:
-            self._load(ckpt.latest_checkpoint(self.ckpt_dir) if resume == "auto" else resume, resume)
+        if resume == "auto":
+            latest = ckpt.latest_checkpoint(self.ckpt_dir)
+            if latest is None:
+                log.info("--resume auto: no checkpoint in %s yet, starting from scratch", self.ckpt_dir)
+            else:
+                self._load(latest)
+        elif resume:
+            self._load(resume)
         self.stage.wrap(ddp_wrapper(self.info, self.device))
         self.writer = None
         self._notes: set[str] = set()
@@ -118,9 +124,7 @@ class Trainer:
             "bad_steps": self.bad_steps,
         }
 
-    def _load(self, path: str | None, requested: str) -> None:
-        if path is None:
-            raise FileNotFoundError(f"--resume {requested}: no checkpoint in {self.ckpt_dir}")
+    def _load(self, path: str) -> None:
         state = ckpt.load_checkpoint(path)
         if state.get("stage") != self.cfg.run.stage:
             raise ValueError(f"--resume: {path} is a {state.get('stage')!r} checkpoint, "
