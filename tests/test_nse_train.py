@@ -21,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def structured_image(rng, size):
-    """Patches of oriented stripes in random colours inside discs and squares: local structure
-    that continues across neighbouring receptive fields."""
+    """Oriented stripes in random colours inside discs and squares (local structure that
+    continues across neighbouring receptive fields) under a global colour ramp."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     img = np.empty((size, size, 3), np.float32)
     img[:] = rng.uniform(0, 1, 3)
@@ -35,7 +35,9 @@ def structured_image(rng, size):
             (np.abs(y - cy) < r) & (np.abs(x - cx) < r)
         colours = np.where(stripes[..., None], rng.uniform(0, 1, 3), rng.uniform(0, 1, 3))
         img[region] = colours[region]
-    return img
+    # Light from one side, as in photos: a global colour ramp the jigsaw can order pieces by.
+    ramp = np.stack([y, x, (x + y) / 2], axis=2) / size
+    return 0.5 * img + 0.5 * ramp
 
 
 def write_images(folder, count, size, seed):
@@ -69,9 +71,9 @@ def read_log(run_dir):
         return [json.loads(line) for line in fh]
 
 
-def pretrain(images, out, stage, steps):
+def pretrain(images, out, stage, steps, **extra):
     config = os.path.join(REPO, "configs", f"{stage}_tiny_cpu.yaml")
-    assert train_main(["--config", config] + overrides({
+    assert train_main(["--config", config] + overrides({**extra,
         "run.output_dir": str(out), "run.name": stage, "data.train_hr": str(images / "train"),
         "data.hr_size": 96, "data.batch_size": 8, "nse.width": 16, "nse.channels": 16, "nse.head_hidden": 64,
         "nse.samples_per_image": 32, "optim.total_iters": steps, "optim.milestones": [steps]})) == 0
@@ -86,7 +88,8 @@ def contrastive_run(images, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jigsaw_run(images, tmp_path_factory):
-    return pretrain(images, tmp_path_factory.mktemp("runs"), "nse_jigsaw", 60)
+    # No flips / transposes: the pieces' order stays tied to the image's light direction.
+    return pretrain(images, tmp_path_factory.mktemp("runs"), "nse_jigsaw", 60, **{"data.augment": False})
 
 
 def test_contrastive_pretraining_learns_structure(images, contrastive_run):
@@ -128,7 +131,7 @@ def test_structure_stages_end_to_end(images, contrastive_run, jigsaw_run, tmp_pa
     nse_path = (jigsaw_run if config.startswith("spsr_j") else contrastive_run)[1]
     cfg = load_nse_config(os.path.join(REPO, "configs", f"{config}.yaml"), overrides({
         "run.output_dir": str(tmp_path), "run.name": "sr", "run.ema_decay": 0.9, "run.log_every": 1,
-        "data.train_hr": str(images / "train"), "data.hr_size": 32, "data.batch_size": 2,
+        "data.train_hr": str(images / "train"), "data.val_hr": [], "data.hr_size": 32, "data.batch_size": 2,
         "model.nf": 8, "model.nb": 1, "model.gc": 4, "model.discriminator_nf": 4, "model.pretrained": None,
         "losses.vgg_weights": "random", "structure.nse": nse_path, "optim.total_iters": 2,
         "optim.milestones": [2]}))

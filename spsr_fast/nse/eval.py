@@ -50,7 +50,9 @@ def read_folder(folder: str, limit: int = 0) -> list[np.ndarray]:
     paths = list_images(folder)
     if not paths:
         raise ValueError(f"no images in {folder}")
-    return [read_image(p) for p in paths[: limit or None]]
+    if limit and len(paths) > limit:  # an even spread over the folder, not its first files
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
+    return [read_image(p) for p in paths]
 
 
 def dense_patches(images: list[np.ndarray], size: int, max_patches: int = 0) -> torch.Tensor:
@@ -186,6 +188,7 @@ def main(argv=None) -> int:
                         help="an NSE to evaluate: nse_* trainer checkpoint (.pt) or NSE .safetensors (repeatable)")
     parser.add_argument("--random-init", action="store_true", help="also evaluate a randomly initialised NSE")
     parser.add_argument("--train", required=True, help="folder of training images (for fresh heads)")
+    parser.add_argument("--train-limit", type=int, default=64, help="read at most this many training images")
     parser.add_argument("--test", required=True, help="folder of unseen test images")
     parser.add_argument("--patch", type=int, default=200, help="test patch size in px (200: ~2,000 negatives)")
     parser.add_argument("--max-patches", type=int, default=0, help="use at most this many test patches")
@@ -217,7 +220,7 @@ def main(argv=None) -> int:
             width, channels = first["width"], first["out_channels"]
         models["random init"] = TrainedNSE(NSE(width=width or 64, out_channels=channels or 32).eval(),
                                            source="random")
-    train_images = read_folder(args.train)
+    train_images = read_folder(args.train, args.train_limit)
     patches = dense_patches(read_folder(args.test), args.patch, args.max_patches)
     results = evaluate(models, train_images, patches, args.strategy, args.repeats, args.per_map, args.head_steps,
                        args.fresh_heads, log=lambda s: print(s, file=sys.stderr))
