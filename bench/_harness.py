@@ -140,7 +140,8 @@ class Case:
 
     `reference` names the backend that speedup_vs_reference divides by; `compare_to`
     names a second baseline whose ratio is reported as `speedup_vs_<name>`;
-    `bytes_moved[pass]` enables achieved-bandwidth columns on the GPU."""
+    `bytes_moved[pass]` enables achieved-bandwidth columns on the GPU, `flops[pass]` the
+    achieved TFLOP/s column."""
 
     op: str
     shape: str
@@ -149,6 +150,7 @@ class Case:
     reference: str
     compare_to: str | None = None
     bytes_moved: dict[str, int] | None = None
+    flops: dict[str, int] | None = None
 
 
 def run_case(case: Case, device: str, copy_gbps: float | None, measure_memory: bool = True) -> list[Record]:
@@ -164,6 +166,8 @@ def run_case(case: Case, device: str, copy_gbps: float | None, measure_memory: b
                 extra["GB/s"] = round(gbps, 1)
                 if copy_gbps:
                     extra["%copy_bw"] = round(100 * gbps / copy_gbps, 1)
+            if case.flops and pass_ in case.flops:
+                extra["TFLOP/s"] = round(case.flops[pass_] / (timings[name] * 1e-3) / 1e12, 3)
             ref_ms = timings.get(case.reference)
             records.append(Record(
                 op=case.op, backend=name, device=device, dtype=dtype_name(case.dtype),

@@ -2,7 +2,7 @@
 # One prepared check for a machine with an NVIDIA GPU, a CUDA build of torch, Triton,
 # numpy and pytest preinstalled, and no internet. Builds the extension in place (no
 # dependency installs), runs the CUDA tests and the kernel benchmarks, and writes
-# everything to OUT_DIR. Usage: bash bench/gpu_check.sh OUT_DIR   (about 5-8 minutes)
+# everything to OUT_DIR. Usage: bash bench/gpu_check.sh OUT_DIR   (at most about 10 minutes: each step has a timeout)
 set -uo pipefail
 out=${1:?usage: bash bench/gpu_check.sh OUT_DIR}
 mkdir -p "$out"
@@ -27,8 +27,17 @@ $PY -m spsr_fast.cli doctor 2>&1 | tee "$out/doctor.txt"
 
 step "kernel tests on the GPU (CUDA-marked tests and the Triton kernels on CUDA tensors)"
 op_tests=$(ls tests/test_gradient_map.py tests/test_info_nce*.py tests/test_dense_block*.py 2>/dev/null)
-timeout 300 $PY -m pytest -q -x $op_tests 2>&1 | tail -40 | tee "$out/tests.txt"
+timeout 180 $PY -m pytest -q -x $op_tests 2>&1 | tail -40 | tee "$out/tests.txt"
 
 step "kernel benchmarks"
-PYTHONUNBUFFERED=1 timeout 240 $PY bench/kernels.py --device cuda --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt"
+PYTHONUNBUFFERED=1 timeout 120 $PY bench/kernels.py --device cuda --op gradient_map --op info_nce --op rrdb \
+  --json "$out/kernels.json" 2>&1 | tee "$out/kernels.txt"
+
+step "whole networks: RRDBNet / SPSRNet inference, eager vs torch.compile vs fused"
+PYTHONUNBUFFERED=1 timeout 180 $PY bench/kernels.py --device cuda --op rrdb_models --json "$out/models.json" 2>&1 \
+  | tee "$out/models.txt"
+
+step "SPSR-G training step"
+PYTHONUNBUFFERED=1 timeout 90 $PY bench/train_step.py --device cuda --json "$out/train_step.json" 2>&1 \
+  | tee "$out/train_step.txt"
 step "done"

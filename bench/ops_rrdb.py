@@ -94,9 +94,9 @@ def _block_cases(device: str, quick: bool) -> list[Case]:
         case = Case(op=OP, shape=label, dtype=dtype,
                     variants={"fwd": {n: forward(f) for n, f in impls.items()},
                               "fwd+bwd": {n: forward_backward(f) for n, f in impls.items()}},
-                    reference="eager", compare_to="compiled" if device == "cuda" else None)
-        # multiply-adds x 2 per pass (backward: 2x forward); read by the harness for TFLOP/s
-        case.flops = {"fwd": rrdb_flops(batch, nf, gc, H, W), "fwd+bwd": 3 * rrdb_flops(batch, nf, gc, H, W)}
+                    reference="eager", compare_to="compiled" if device == "cuda" else None,
+                    # multiply-adds x 2 per pass (backward: 2x forward)
+                    flops={"fwd": rrdb_flops(batch, nf, gc, H, W), "fwd+bwd": 3 * rrdb_flops(batch, nf, gc, H, W)})
         out.append(case)
     return out
 

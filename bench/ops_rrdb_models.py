@@ -3,7 +3,7 @@
 RRDBNet and SPSRNet (default sizes: nb=23, nf=64) on one 256x256 LR image, bf16
 channels_last: `eager` = the model on the reference backend (PyTorch eager, torch.cat
 blocks), `compiled` = torch.compile of that, `native`/`triton` = the model on the fused
-blocks. The FLOP count (FlopCounterMode on the eager model) is in `case.flops` for the
+blocks. The FLOP count (FlopCounterMode on the eager model) is in the case's `flops` for the
 TFLOP/s column. Compiling the two networks takes minutes: run this op on its own
 (`bench/kernels.py --device cuda --op rrdb_models`).
 """
@@ -49,8 +49,7 @@ def _model_cases(device: str, quick: bool) -> list[Case]:
             if REGISTRY["dense_block"].status(backend_name, device)[0]:
                 variants[backend_name] = on(backend_name, model)
         case = Case(op=name, shape="1x3x256x256 NHWC", dtype=dtype, variants={"fwd": variants},
-                    reference="eager", compare_to="compiled")
-        case.flops = {"fwd": flops}
+                    reference="eager", compare_to="compiled", flops={"fwd": flops})
         out.append(case)
     return out
 

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from spsr_fast.nse.checkpoint import load_trained_nse
-from spsr_fast.nse.config import load_nse_config
+from spsr_fast.train.config import load_config as load_nse_config
 from spsr_fast.nse.eval import contrastive_accuracy, dense_patches, feature_maps, jigsaw_accuracy, read_folder
 from spsr_fast.nse.eval import main as eval_main
 from spsr_fast.nse.sampling import ContrastiveGeometry, JigsawGeometry
-from spsr_fast.nse.train import main as train_main
+from spsr_fast.train.__main__ import main as train_main
 from spsr_fast.train.config import ConfigError
 from spsr_fast.train.trainer import Trainer
 

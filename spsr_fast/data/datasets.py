@@ -144,7 +144,7 @@ class HRDataset(_SkipsUnreadable, Dataset):
 
 def _lr_key(path: str, scale: int) -> str:
     stem = os.path.splitext(os.path.basename(path))[0]
-    for suffix in (f"x{scale}", f"_x{scale}", f"_LR", f"_lr"):
+    for suffix in (f"x{scale}", f"_x{scale}", "_LR", "_lr"):
         if stem.endswith(suffix) and len(stem) > len(suffix):
             return stem[: -len(suffix)].rstrip("_")
     return stem

@@ -1,7 +1,7 @@
 """Self-supervised structure learning (paper section 4): NSE pre-training by contrastive
 prediction or jigsaw puzzles, its evaluation, and the structure loss of SPSR-P / SPSR-J.
 
-    python -m spsr_fast.nse.train --config configs/nse_contrastive.yaml   # or nse_jigsaw, spsr_p, spsr_j
+    python -m spsr_fast.train --config configs/nse_contrastive.yaml   # or nse_jigsaw, spsr_p, spsr_j
     python -m spsr_fast.eval_nse --train DIR --test DIR --nse NAME=PATH --random-init
 
 Modules: sampling (task geometry), tasks (losses and accuracies), stages (trainer stages),

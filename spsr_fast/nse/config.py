@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-import yaml
-
 from ..train import config as train_config
 from ..train.config import Config, ConfigError
 
@@ -59,23 +57,6 @@ def _check(cfg: NSETrainConfig, check_paths: bool) -> NSETrainConfig:
     return cfg
 
 
-def load_nse_config(path: str | None = None, overrides=(), check_paths: bool = True) -> NSETrainConfig:
-    """Like spsr_fast.train.load_config, accepting the `nse` and `structure` sections."""
-    from . import stages  # noqa: F401  (registers the NSE stages and the `nse` architecture)
-
-    tree: dict = {}
-    if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file does not exist: {path}")
-        with open(path) as fh:
-            try:
-                tree = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    for text in overrides:
-        key, value = train_config.parse_override(text)
-        train_config._set_dotted(tree, key, value)
-    cfg = train_config._build(NSETrainConfig, tree, "")
-    return _check(train_config.validate(cfg, check_paths=check_paths), check_paths)
+# Every trainer command accepts the `nse` and `structure` sections from here on.
+train_config.extend_config(NSETrainConfig, _check)
+from . import stages  # noqa: E402,F401  (registers the NSE stages and the `nse` architecture)

@@ -14,8 +14,7 @@ import logging
 import torch
 from torch import nn
 
-from ..losses import (PerceptualLoss, gradient_branch_loss, gradient_pixel_loss, pixel_loss,
-                      ragan_discriminator_loss, ragan_generator_loss)
+from ..losses import PerceptualLoss, gradient_branch_loss, gradient_pixel_loss, pixel_loss, ragan_generator_loss
 from ..models import NSE, NSE_STRIDE, FeatureDiscriminator, VGGDiscriminator
 from ..ops import gradient_map
 from ..train.distributed import unwrap
@@ -165,22 +164,8 @@ class StructureStage(Stage):
         pairs["D"] = (hr, sr)
         pairs["D_struct"] = (hr_features, sr_features)
         for name in ("D", "D_grad", "D_struct"):
-            if name not in self.nets:
-                continue
-            net, (real, fake) = self.nets[name], pairs[name]
-            plain[name].requires_grad_(True)
-            key = "l_" + name.lower()
-            with nvtx_range(f"{name} step"):
-                with runner.autocast():
-                    # Real and fake in separate forwards: BatchNorm statistics per half, as SPSR-G.
-                    pred_real = net(real)
-                    pred_fake = net(fake.detach())
-                l_d = ragan_discriminator_loss(pred_real, pred_fake)
-                runner.check_finite({key: l_d})
-                runner.backward_and_step(l_d, self.optimizers[name], net, name)
-            terms[key] = l_d
-            terms[f"{name}_real"] = pred_real.detach().float().mean()
-            terms[f"{name}_fake"] = pred_fake.detach().float().mean()
+            if name in self.nets:
+                self.discriminator_step(name, *pairs[name], runner, terms)
         return {k: v.detach() for k, v in terms.items()}
 
 

@@ -6,6 +6,7 @@ paper's SPSR-G settings (DESIGN.md 4); configs/*.yaml only state what differs.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import types
 import typing
@@ -265,8 +266,31 @@ def validate(cfg: Config, check_paths: bool = True) -> Config:
     return cfg
 
 
-def load_config(path: str | None = None, overrides: list[str] = (), check_paths: bool = True) -> Config:
-    """Config from a YAML file plus `key=value` overrides (paths relative to the working directory)."""
+# Stage plugins extend the config: each registers a Config subclass with its own sections
+# (and checks); load_config builds the most derived one, so every command accepts them.
+PLUGINS = ("spsr_fast.nse.config",)
+_config_class: type = Config
+_extra_checks: list = []
+
+
+def extend_config(cls: type, check=None) -> None:
+    """Make load_config build `cls` (a subclass of the current config class) and run
+    `check(cfg, check_paths)` after the built-in validation."""
+    global _config_class
+    if not issubclass(cls, _config_class):
+        raise TypeError(f"{cls.__name__} must subclass {_config_class.__name__}")
+    _config_class = cls
+    if check is not None:
+        _extra_checks.append(check)
+
+
+def _load_plugins() -> None:
+    for module in PLUGINS:
+        importlib.import_module(module)
+
+
+def read_tree(path: str | None, overrides=()) -> dict:
+    """The raw config mapping: the YAML file (if any) with `key=value` overrides applied."""
     tree: dict = {}
     if path is not None:
         if not os.path.isfile(path):
@@ -281,7 +305,16 @@ def load_config(path: str | None = None, overrides: list[str] = (), check_paths:
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
-    return validate(_build(Config, tree, ""), check_paths=check_paths)
+    return tree
+
+
+def load_config(path: str | None = None, overrides: list[str] = (), check_paths: bool = True) -> Config:
+    """Config from a YAML file plus `key=value` overrides (paths relative to the working directory)."""
+    _load_plugins()
+    cfg = validate(_build(_config_class, read_tree(path, overrides), ""), check_paths=check_paths)
+    for check in _extra_checks:
+        cfg = check(cfg, check_paths)
+    return cfg
 
 
 def dump_config(cfg: Config) -> str:

@@ -7,7 +7,6 @@ a `StepRunner` for the AMP/NaN/clipping details of each optimiser step.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 
 import torch
@@ -158,6 +157,25 @@ class Stage:
     def sr_of(self, generator_output) -> torch.Tensor:
         return generator_output[1] if isinstance(generator_output, tuple) else generator_output
 
+    def discriminator_step(self, name: str, real: torch.Tensor, fake: torch.Tensor, runner,
+                           terms: dict[str, torch.Tensor]) -> None:
+        """One RaGAN step of discriminator `name` on `real` vs detached `fake`; records
+        l_<name>, <name>_real and <name>_fake in `terms`."""
+        net = self.nets[name]
+        _set_requires_grad(unwrap(net), True)
+        key = "l_" + name.lower()
+        with nvtx_range(f"{name} step"):
+            with runner.autocast():
+                # Real and fake in separate forwards: BatchNorm statistics per half, as the authors.
+                pred_real = net(real)
+                pred_fake = net(fake.detach())
+            l_d = ragan_discriminator_loss(pred_real, pred_fake)
+            runner.check_finite({key: l_d})
+            runner.backward_and_step(l_d, self.optimizers[name], net, name)
+        terms[key] = l_d
+        terms[f"{name}_real"] = pred_real.detach().float().mean()
+        terms[f"{name}_fake"] = pred_fake.detach().float().mean()
+
     def train_step(self, lr: torch.Tensor, hr: torch.Tensor, step: int, runner) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -232,7 +250,7 @@ class SPSRGStage(Stage):
                 p.grad = None
 
     def train_step(self, lr, hr, step, runner):
-        cfg, w = self.cfg, self.cfg.losses
+        w = self.cfg.losses
         G, D, D_grad = self.nets["G"], self.nets["D"], self.nets["D_grad"]
         # In the G step the discriminators run as plain modules: no DDP reducer for D there.
         D_plain, D_grad_plain = unwrap(D), unwrap(D_grad)
@@ -271,19 +289,6 @@ class SPSRGStage(Stage):
             self._freeze_non_fusion(False)
 
         # ---- image discriminator, then gradient discriminator ----
-        sr_d, sr_grad_d = sr.detach(), sr_grad.detach()
-        for name, net, real, fake in (("D", D, hr, sr_d), ("D_grad", D_grad, hr_grad, sr_grad_d)):
-            _set_requires_grad(unwrap(net), True)
-            with nvtx_range(f"{name} step"):
-                with runner.autocast():
-                    # Real and fake in separate forwards: BatchNorm statistics per half, as the authors.
-                    pred_real = net(real)
-                    pred_fake = net(fake)
-                l_d = ragan_discriminator_loss(pred_real, pred_fake)
-                key = "l_d" if name == "D" else "l_d_grad"
-                runner.check_finite({key: l_d})
-                runner.backward_and_step(l_d, self.optimizers[name], net, name)
-            terms[key] = l_d
-            terms[f"{name}_real"] = pred_real.detach().float().mean()
-            terms[f"{name}_fake"] = pred_fake.detach().float().mean()
+        for name, real, fake in (("D", hr, sr), ("D_grad", hr_grad, sr_grad)):
+            self.discriminator_step(name, real, fake, runner, terms)
         return {k: v.detach() for k, v in terms.items()}
