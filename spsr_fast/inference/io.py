@@ -271,6 +271,12 @@ def _save(picture: Picture, handle, fmt: str, quality: int) -> None:
     img.save(handle, format=fmt, **options)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_picture(path: str, picture: Picture, fmt: str | None = None, overwrite: bool = False,
                   quality: int = 95) -> None:
     """Writes `picture` to `path` atomically (temp file in the same folder, then rename).
@@ -292,6 +298,7 @@ def write_picture(path: str, picture: Picture, fmt: str | None = None, overwrite
             _save(picture, handle, fmt, quality)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # temp files are private; results get the usual mode
         if overwrite:
             os.replace(temp, path)
         else:
