@@ -46,7 +46,7 @@ def add_arguments(parser) -> None:
                         help="output format (default: the input's)")
     parser.add_argument("-r", "--recursive", action="store_true", help="include images in subfolders")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default: %(default)s)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality; 100 makes WebP lossless (default: %(default)s)")
     parser.add_argument("--alpha", default="bicubic", choices=("bicubic", "model"),
                         help="how the alpha channel is upscaled (default: %(default)s)")
     parser.add_argument("--save-gradient-map", action="store_true",

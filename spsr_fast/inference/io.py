@@ -254,11 +254,8 @@ def _save(picture: Picture, handle, fmt: str, quality: int) -> None:
                          extrasamples=("unassalpha",) if picture.alpha is not None else None,
                          extratags=extratags, compression="zlib")
         return
-    if bits == 16:
-        img = Image.fromarray(samples[..., 0], mode="I;16")
-    else:
-        mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[samples.shape[2]]
-        img = Image.fromarray(samples if samples.shape[2] > 1 else samples[..., 0], mode=mode)
+    # uint16 H x W -> I;16; uint8 H x W (x 2, 3, 4) -> L, LA, RGB, RGBA
+    img = Image.fromarray(samples if samples.shape[2] > 1 else samples[..., 0])
     options = {}
     if picture.icc_profile:
         options["icc_profile"] = picture.icc_profile
@@ -266,6 +263,8 @@ def _save(picture: Picture, handle, fmt: str, quality: int) -> None:
         options["exif"] = picture.exif
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
+    if fmt == "WEBP" and quality >= 100:
+        options["lossless"] = True
     if fmt == "TIFF":
         options["compression"] = "tiff_deflate"
     img.save(handle, format=fmt, **options)
