@@ -187,7 +187,8 @@ def read_picture(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Pict
             icc = img.info.get("icc_profile") if keep_icc else None
             if ORIENTATION_TAG in exif:
                 del exif[ORIENTATION_TAG]  # the pixels are upright now
-            exif_bytes = exif.tobytes() if len(exif) else None
+            # a TIFF's "EXIF" is its own IFD (sizes, strip offsets): never copy that elsewhere
+            exif_bytes = exif.tobytes() if len(exif) and img.format != "TIFF" else None
             fmt = img.format
     except ImageError:
         raise
@@ -259,7 +260,7 @@ def _save(picture: Picture, handle, fmt: str, quality: int) -> None:
     options = {}
     if picture.icc_profile:
         options["icc_profile"] = picture.icc_profile
-    if picture.exif and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
+    if picture.exif and fmt in ("JPEG", "WEBP", "PNG"):
         options["exif"] = picture.exif
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
