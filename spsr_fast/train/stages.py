@@ -1,0 +1,275 @@
+"""Training stages: which networks a stage builds and what one iteration does.
+
+A stage is registered by name (`@register_stage("psnr")`); the NSE stages plug in the same way.
+The trainer owns everything generic (device, AMP, DDP, EMA, checkpoints, logging); a stage gets
+a `StepRunner` for the AMP/NaN/clipping details of each optimiser step.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+from ..losses import (PerceptualLoss, gradient_branch_loss, gradient_pixel_loss, pixel_loss,
+                      ragan_discriminator_loss, ragan_generator_loss)
+from ..ops import gradient_map
+from .config import Config
+from .distributed import unwrap
+from .profiling import nvtx_range
+
+log = logging.getLogger("spsr_fast.train")
+
+
+# ----- generators --------------------------------------------------------------------------
+
+def _spsrnet(cfg: Config) -> nn.Module:
+    from ..models import SPSRNet
+
+    m = cfg.model
+    return SPSRNet(in_nc=m.in_nc, out_nc=m.out_nc, nf=m.nf, nb=m.nb, gc=m.gc, scale=cfg.data.scale)
+
+
+def _rrdbnet(cfg: Config) -> nn.Module:
+    from ..models import RRDBNet
+
+    m = cfg.model
+    return RRDBNet(in_nc=m.in_nc, out_nc=m.out_nc, nf=m.nf, nb=m.nb, gc=m.gc, scale=cfg.data.scale)
+
+
+GENERATORS: dict[str, Callable[[Config], nn.Module]] = {"spsrnet": _spsrnet, "rrdbnet": _rrdbnet}
+
+# SPSRNet parameters of the final fusion (the authors' `f_*` modules: f_block, f_concat,
+# f_HR_conv0, f_HR_conv1), the only ones trained during `optim.fusion_only_iters`.
+FUSION_PREFIXES = ("fusion_", "conv_last.")
+
+# RRDBNet parameters that initialise SPSRNet's SR branch (same names in both networks); the
+# RRDBNet's conv_last (nf -> RGB) has no counterpart, like the authors' `model.10`.
+SR_BRANCH_PREFIXES = ("conv_first.", "body.", "conv_body.", "conv_up", "conv_hr.")
+
+
+def _read_generator_state(path: str) -> dict[str, torch.Tensor]:
+    """Generator weights from a trainer checkpoint (.pt) or anything spsr_fast's load_model reads."""
+    if path.endswith((".pt", ".pth")):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "models" in state and "G" in state["models"]:
+            return state["models"]["G"]
+    try:
+        from ..checkpoints import load_model
+    except ImportError as exc:
+        raise RuntimeError(f"model.pretrained: {path} is not a trainer checkpoint and "
+                           f"spsr_fast.checkpoints.load_model is unavailable ({exc})") from None
+    return load_model(path, device="cpu").state_dict()
+
+
+def init_sr_branch(generator: nn.Module, path: str) -> list[str]:
+    """Copy the SR-branch weights of an RRDBNet (or a whole SPSRNet) into `generator`.
+    Returns the names copied; a shape mismatch is an error naming the parameter."""
+    source = _read_generator_state(path)
+    target = generator.state_dict()
+    if set(source) == set(target):
+        wanted = list(source)
+    else:
+        wanted = [k for k in source if k.startswith(SR_BRANCH_PREFIXES) and k in target]
+    if not wanted:
+        raise ValueError(f"model.pretrained: {path} has no parameter of the SR branch "
+                         f"(expected names like conv_first.weight, body.0.rdb1.conv1.weight)")
+    for k in wanted:
+        if source[k].shape != target[k].shape:
+            raise ValueError(f"model.pretrained: {k} has shape {tuple(source[k].shape)} in {path} "
+                             f"but {tuple(target[k].shape)} in the model (check model.nf/nb/gc)")
+    with torch.no_grad():
+        for k in wanted:
+            target[k].copy_(source[k])
+    return wanted
+
+
+# ----- stages ------------------------------------------------------------------------------
+
+STAGES: dict[str, type] = {}
+
+
+def register_stage(name: str):
+    def wrap(cls):
+        cls.name = name
+        STAGES[name] = cls
+        return cls
+    return wrap
+
+
+class SkipStep(Exception):
+    """A non-finite loss: the iteration is skipped (no optimiser step), counted by the trainer."""
+
+    def __init__(self, term: str):
+        super().__init__(term)
+        self.term = term
+
+
+class Stage:
+    """Base: builds the generator (+ its optimiser); subclasses add discriminators and losses."""
+
+    name = "base"
+    generator_archs: tuple[str, ...] = ("spsrnet", "rrdbnet")
+
+    def __init__(self, cfg: Config, device: torch.device, memory_format=torch.contiguous_format):
+        if cfg.model.arch not in self.generator_archs:
+            raise ValueError(f"model.arch: stage {self.name} trains {' or '.join(self.generator_archs)}, "
+                             f"got {cfg.model.arch!r}")
+        self.cfg, self.device, self.memory_format = cfg, device, memory_format
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.nets["G"] = self._to_device(GENERATORS[cfg.model.arch](cfg))
+        if cfg.model.pretrained:
+            copied = init_sr_branch(self.nets["G"], cfg.model.pretrained)
+            log.info("initialised %d generator tensors from %s", len(copied), cfg.model.pretrained)
+        self.optimizers["G"] = self._adam(self.nets["G"], cfg.optim.lr_g)
+
+    def _to_device(self, net: nn.Module) -> nn.Module:
+        return net.to(self.device, memory_format=self.memory_format)
+
+    def _adam(self, net: nn.Module, lr: float) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+    def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        """Apply the trainer's DDP wrapper to the trainable networks."""
+        self.nets = {k: wrapper(v) for k, v in self.nets.items()}
+
+    @property
+    def generator(self) -> nn.Module:
+        return unwrap(self.nets["G"])
+
+    def sr_of(self, generator_output) -> torch.Tensor:
+        return generator_output[1] if isinstance(generator_output, tuple) else generator_output
+
+    def train_step(self, lr: torch.Tensor, hr: torch.Tensor, step: int, runner) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+@register_stage("psnr")
+class PSNRStage(Stage):
+    """L1 (or L2) pre-training of RRDBNet, the initialisation of SPSR's SR branch."""
+
+    generator_archs = ("rrdbnet",)
+
+    def train_step(self, lr, hr, step, runner):
+        G, opt = self.nets["G"], self.optimizers["G"]
+        with nvtx_range("G forward"), runner.autocast():
+            sr = G(lr)
+        l_pix = self.cfg.losses.pixel_weight * pixel_loss(sr, hr, self.cfg.losses.pixel_criterion)
+        runner.check_finite({"l_g_pix": l_pix})
+        with nvtx_range("G backward"):
+            runner.backward_and_step(l_pix, opt, G, "G")
+        return {"l_g_pix": l_pix.detach(), "l_g_total": l_pix.detach()}
+
+
+def _set_requires_grad(net: nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+@register_stage("spsr_g")
+class SPSRGStage(Stage):
+    """SPSR-G: SPSRNet with pixel + perceptual + image RaGAN + gradient pixel + gradient RaGAN
+    + gradient-branch losses; the generator, then the image D, then the gradient D, every
+    iteration, in the authors' order and with their detach points."""
+
+    generator_archs = ("spsrnet",)
+
+    def __init__(self, cfg, device, memory_format=torch.contiguous_format):
+        super().__init__(cfg, device, memory_format)
+        from ..models import VGGDiscriminator
+
+        size, nf = cfg.data.hr_size, cfg.model.discriminator_nf
+        self.nets["D"] = self._to_device(VGGDiscriminator(cfg.model.out_nc, nf, input_size=size))
+        self.nets["D_grad"] = self._to_device(VGGDiscriminator(cfg.model.out_nc, nf, input_size=size))
+        self.optimizers["D"] = self._adam(self.nets["D"], cfg.optim.lr_d)
+        self.optimizers["D_grad"] = self._adam(self.nets["D_grad"], cfg.optim.lr_d)
+        self.perceptual = None
+        if cfg.losses.perceptual_weight > 0:
+            self.perceptual = PerceptualLoss(cfg.losses.vgg_weights).to(device, memory_format=memory_format)
+        self._fusion_names = {n for n, _ in self.generator.named_parameters() if n.startswith(FUSION_PREFIXES)}
+        if cfg.optim.fusion_only_iters > 0 and not self._fusion_names:
+            raise ValueError("optim.fusion_only_iters: the generator has no fusion parameters")
+        self.distributed = False
+
+    def wrap(self, wrapper):
+        super().wrap(wrapper)
+        self.distributed = self.nets["G"] is not self.generator
+
+    def _fusion_only(self, step: int) -> bool:
+        return step < self.cfg.optim.fusion_only_iters
+
+    def _freeze_non_fusion(self, frozen: bool) -> None:
+        # Single process: like the authors, frozen parameters get no gradient at all (and the
+        # backward stops early). Under DDP every parameter keeps requires_grad (the reducer
+        # expects them) and frozen gradients are dropped before the step instead.
+        if self.distributed:
+            return
+        for n, p in self.generator.named_parameters():
+            if n not in self._fusion_names:
+                p.requires_grad_(not frozen)
+
+    def _drop_frozen_grads(self) -> None:
+        for n, p in self.generator.named_parameters():
+            if n not in self._fusion_names:
+                p.grad = None
+
+    def train_step(self, lr, hr, step, runner):
+        cfg, w = self.cfg, self.cfg.losses
+        G, D, D_grad = self.nets["G"], self.nets["D"], self.nets["D_grad"]
+        # In the G step the discriminators run as plain modules: no DDP reducer for D there.
+        D_plain, D_grad_plain = unwrap(D), unwrap(D_grad)
+        fusion_only = self._fusion_only(step)
+        self._freeze_non_fusion(fusion_only)
+
+        # ---- generator ----
+        _set_requires_grad(D_plain, False)
+        _set_requires_grad(D_grad_plain, False)
+        with torch.no_grad():
+            hr_grad = gradient_map(hr, padding=2)
+        with nvtx_range("G forward"), runner.autocast():
+            branch, sr, _ = G(lr)
+            sr_grad = gradient_map(sr, padding=2)
+            terms = {}
+            if w.pixel_weight > 0:
+                terms["l_g_pix"] = w.pixel_weight * pixel_loss(sr, hr, w.pixel_criterion)
+            if self.perceptual is not None:
+                terms["l_g_fea"] = w.perceptual_weight * self.perceptual(sr, hr)
+            if w.gradient_pixel_weight > 0:
+                terms["l_g_pix_grad"] = w.gradient_pixel_weight * gradient_pixel_loss(sr, hr, sr_grad, hr_grad)
+            if w.branch_weight > 0:
+                terms["l_g_branch"] = w.branch_weight * gradient_branch_loss(branch, hr, w.branch_criterion)
+            if w.gan_weight > 0:
+                terms["l_g_gan"] = w.gan_weight * ragan_generator_loss(D_plain(hr), D_plain(sr))
+            if w.gradient_gan_weight > 0:
+                terms["l_g_gan_grad"] = w.gradient_gan_weight * ragan_generator_loss(
+                    D_grad_plain(hr_grad), D_grad_plain(sr_grad))
+        l_g_total = sum(terms.values())
+        terms["l_g_total"] = l_g_total
+        runner.check_finite(terms)
+        with nvtx_range("G backward"):
+            runner.backward_and_step(l_g_total, self.optimizers["G"], G, "G",
+                                     before_step=self._drop_frozen_grads if (fusion_only and self.distributed) else None)
+        if fusion_only:
+            self._freeze_non_fusion(False)
+
+        # ---- image discriminator, then gradient discriminator ----
+        sr_d, sr_grad_d = sr.detach(), sr_grad.detach()
+        for name, net, real, fake in (("D", D, hr, sr_d), ("D_grad", D_grad, hr_grad, sr_grad_d)):
+            _set_requires_grad(unwrap(net), True)
+            with nvtx_range(f"{name} step"):
+                with runner.autocast():
+                    # Real and fake in separate forwards: BatchNorm statistics per half, as the authors.
+                    pred_real = net(real)
+                    pred_fake = net(fake)
+                l_d = ragan_discriminator_loss(pred_real, pred_fake)
+                key = "l_d" if name == "D" else "l_d_grad"
+                runner.check_finite({key: l_d})
+                runner.backward_and_step(l_d, self.optimizers[name], net, name)
+            terms[key] = l_d
+            terms[f"{name}_real"] = pred_real.detach().float().mean()
+            terms[f"{name}_fake"] = pred_fake.detach().float().mean()
+        return {k: v.detach() for k, v in terms.items()}

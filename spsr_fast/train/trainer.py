@@ -1,0 +1,338 @@
+"""The trainer: builds a stage, runs it with AMP / channels_last / DDP, keeps the EMA, writes
+atomic checkpoints, resumes exactly, logs (progress bar, TensorBoard, JSON lines, image grids)
+and validates (PSNR/SSIM on Y, LPIPS when available)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .. import ops
+from ..data.datasets import HRDataset, PairedDataset, ResumableSampler, ValidationDataset
+from ..data.imresize import imresize
+from ..metrics import make_lpips, psnr_y, ssim_y
+from . import checkpoint as ckpt
+from .config import Config, ConfigError, dump_config
+from .distributed import DistInfo, barrier, cleanup, ddp_wrapper, init_distributed, unwrap
+from .ema import EMA
+from .profiling import nvtx_range
+from .runner import StepRunner
+from .stages import STAGES, SkipStep
+
+log = logging.getLogger("spsr_fast.train")
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on purpose (too many non-finite losses); the message says why."""
+
+
+def pick_device(name: str, info: DistInfo) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("run.device: cuda requested but no CUDA device is available")
+        return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Samples are seeded by the sampler; keep threads per worker low on small machines.
+    torch.set_num_threads(1)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: str | None = None):
+        self.cfg = cfg
+        run = cfg.run
+        if run.threads:
+            torch.set_num_threads(run.threads)
+        if run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        else:
+            torch.backends.cudnn.benchmark = True
+        device_type = "cuda" if run.device == "cuda" or (run.device == "auto" and torch.cuda.is_available()) else "cpu"
+        self.info = init_distributed(device_type)
+        self.device = pick_device(run.device, self.info)
+        if cfg.data.batch_size % self.info.world_size:
+            raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by the "
+                              f"{self.info.world_size} processes")
+        self.batch_per_rank = cfg.data.batch_size // self.info.world_size
+        ops.set_backend(None if run.ops_backend == "auto" else run.ops_backend)
+        self.memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
+        self.run_dir = os.path.join(run.output_dir, run.name)
+        self.ckpt_dir = os.path.join(self.run_dir, "checkpoints")
+
+        torch.manual_seed(run.seed)  # same initial weights on every rank
+        self.stage = STAGES[run.stage](cfg, self.device, self.memory_format)
+        self.ema = EMA(self.stage.generator, run.ema_decay) if run.ema_decay > 0 else None
+        self.schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, cfg.optim.milestones, cfg.optim.gamma)
+                           for k, o in self.stage.optimizers.items()}
+        self.runner = StepRunner(self.device, run.amp, cfg.optim.grad_clip, self.info)
+        self.dataset = self._train_dataset()
+        self.step, self.bad_steps = 0, 0
+        if resume:
+            self._load(ckpt.latest_checkpoint(self.ckpt_dir) if resume == "auto" else resume, resume)
+        self.stage.wrap(ddp_wrapper(self.info, self.device))
+        self.writer = None
+        self._notes: set[str] = set()
+
+    # ----- data ---------------------------------------------------------------------------
+    def _train_dataset(self):
+        d = self.cfg.data
+        if d.train_lr:
+            return PairedDataset(d.train_hr, d.train_lr, d.scale, d.hr_size, d.augment)
+        return HRDataset(d.train_hr, d.scale, d.hr_size, d.augment, d.quantize_lr)
+
+    def _loader(self) -> DataLoader:
+        d = self.cfg.data
+        sampler = ResumableSampler(len(self.dataset), seed=self.cfg.run.seed, rank=self.info.rank,
+                                   world_size=self.info.world_size, start=self.step * self.batch_per_rank)
+        return DataLoader(self.dataset, batch_size=self.batch_per_rank, sampler=sampler,
+                          num_workers=d.num_workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=d.num_workers > 0, worker_init_fn=_seed_worker,
+                          prefetch_factor=4 if d.num_workers > 0 else None, drop_last=True)
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    # ----- checkpoints --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step,
+            "stage": self.cfg.run.stage,
+            "config": self.cfg.to_dict(),
+            "models": {k: unwrap(v).state_dict() for k, v in self.stage.nets.items()},
+            "ema": self.ema.state_dict() if self.ema else None,
+            "optimizers": {k: o.state_dict() for k, o in self.stage.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.runner.scaler.state_dict() if self.runner.scaler else None,
+            "rng": ckpt.rng_state(),
+            "sampler": {"samples_per_rank": self.step * self.batch_per_rank, "seed": self.cfg.run.seed,
+                        "world_size": self.info.world_size},
+            "bad_steps": self.bad_steps,
+        }
+
+    def _load(self, path: str | None, requested: str) -> None:
+        if path is None:
+            raise FileNotFoundError(f"--resume {requested}: no checkpoint in {self.ckpt_dir}")
+        state = ckpt.load_checkpoint(path)
+        if state.get("stage") != self.cfg.run.stage:
+            raise ValueError(f"--resume: {path} is a {state.get('stage')!r} checkpoint, "
+                             f"this run trains {self.cfg.run.stage!r}")
+        for k, net in self.stage.nets.items():
+            unwrap(net).load_state_dict(state["models"][k])
+        if self.ema and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        for k, o in self.stage.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        if self.runner.scaler and state["scaler"]:
+            self.runner.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step, self.bad_steps = state["step"], state["bad_steps"]
+        if state["sampler"]["world_size"] != self.info.world_size:
+            self._note(f"resuming a {state['sampler']['world_size']}-process run on "
+                       f"{self.info.world_size}: the data order differs from an uninterrupted run")
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save(self) -> str | None:
+        path = None
+        if self.info.is_main:
+            path = ckpt.checkpoint_path(self.ckpt_dir, self.step)
+            ckpt.atomic_save(self.state_dict(), path)
+            ckpt.prune(self.ckpt_dir, self.cfg.run.keep_checkpoints)
+            self._export_generator()
+        barrier(self.info)
+        return path
+
+    def _export_generator(self) -> None:
+        try:
+            from ..checkpoints import save_model
+        except ImportError as exc:
+            self._note(f"generator weights are only inside the training checkpoint ({exc})")
+            return
+        models_dir = os.path.join(self.run_dir, "models")
+        os.makedirs(models_dir, exist_ok=True)
+        save_model(self.stage.generator, os.path.join(models_dir, "G_latest.safetensors"))
+        if self.ema:
+            save_model(self.ema.model, os.path.join(models_dir, "G_ema_latest.safetensors"))
+
+    # ----- logging ------------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        if text not in self._notes and self.info.is_main:
+            self._notes.add(text)
+            log.warning(text)
+
+    def _open_writer(self) -> None:
+        if not (self.info.is_main and self.cfg.run.tensorboard):
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self._note("TensorBoard logging is off: install `tensorboard` to enable it")
+            return
+        self.writer = SummaryWriter(os.path.join(self.run_dir, "tb"))
+
+    def _log_scalars(self, scalars: dict[str, float]) -> None:
+        if not self.info.is_main:
+            return
+        if self.writer:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, self.step)
+        with open(os.path.join(self.run_dir, "log.jsonl"), "a") as fh:
+            fh.write(json.dumps({"step": self.step, **scalars}) + "\n")
+
+    @torch.no_grad()
+    def _image_grid(self, lr: torch.Tensor, hr: torch.Tensor) -> None:
+        from torchvision.utils import make_grid, save_image
+
+        G = self.stage.generator
+        G.eval()
+        n = min(4, lr.shape[0])
+        with self.runner.autocast():
+            out = G(lr[:n])
+        G.train()
+        sr = self.stage.sr_of(out).float().clamp(0, 1)
+        rows = [F.interpolate(lr[:n].float(), size=hr.shape[-2:], mode="nearest"), sr, hr[:n].float()]
+        if isinstance(out, tuple):
+            rows += [out[0].float().clamp(0, 1), ops.gradient_map(hr[:n].float(), padding=1).clamp(0, 1)]
+        grid = make_grid(torch.cat([r.contiguous() for r in rows]).cpu(), nrow=n, padding=2)
+        folder = os.path.join(self.run_dir, "images")
+        os.makedirs(folder, exist_ok=True)
+        save_image(grid, os.path.join(folder, f"step_{self.step:08d}.png"))
+        if self.writer:
+            self.writer.add_image("train/LR_SR_HR_branch_gradHR", grid, self.step)
+
+    # ----- validation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        d = self.cfg.data
+        if not d.val_hr or not self.info.is_main:
+            return {}
+        if not hasattr(self, "_val_set"):
+            self._val_set = ValidationDataset(d.val_hr, d.scale, d.val_lr or None, d.val_crop,
+                                              d.quantize_lr, d.val_limit)
+            self._lpips = make_lpips(self.device)
+            self._bicubic = None
+        models = {"": self.stage.generator}
+        if self.ema:
+            models["ema_"] = self.ema.model
+        sums: dict[str, list[float]] = {}
+        bicubic = []
+        for i in range(len(self._val_set)):
+            item = self._val_set[i]
+            if item is None:
+                continue
+            lr, hr = item["lr"][None], item["hr"][None]
+            if self._bicubic is None:
+                bicubic.append(psnr_y(imresize(lr, d.scale).clamp(0, 1), hr, d.scale))
+            for prefix, G in models.items():
+                was_training = G.training
+                G.eval()
+                with self.runner.autocast():
+                    sr = self.stage.sr_of(G(self._to_device(lr))).float().clamp(0, 1).cpu()
+                G.train(was_training)
+                sums.setdefault(f"val/{prefix}psnr_y", []).append(psnr_y(sr, hr, d.scale))
+                sums.setdefault(f"val/{prefix}ssim_y", []).append(ssim_y(sr, hr, d.scale))
+                if self._lpips is not None:
+                    sums.setdefault(f"val/{prefix}lpips", []).append(self._lpips(sr.to(self.device), hr.to(self.device)))
+        if self._bicubic is None and bicubic:
+            self._bicubic = sum(bicubic) / len(bicubic)
+        result = {k: sum(v) / len(v) for k, v in sums.items() if v}
+        if self._bicubic is not None:
+            result["val/bicubic_psnr_y"] = self._bicubic
+        return result
+
+    # ----- the loop -----------------------------------------------------------------------
+    def _skip(self, exc: SkipStep) -> None:
+        self.bad_steps += 1
+        for o in self.stage.optimizers.values():
+            o.zero_grad(set_to_none=True)
+        self._note_always(f"step {self.step}: non-finite loss ({exc.term}); step skipped "
+                          f"({self.bad_steps} of at most {self.cfg.run.max_bad_steps})")
+        if self.bad_steps >= self.cfg.run.max_bad_steps:
+            raise TrainingStopped(
+                f"stopping: {self.bad_steps} steps had non-finite losses (last: {exc.term} at step "
+                f"{self.step}); run.max_bad_steps is {self.cfg.run.max_bad_steps}. Lower the learning "
+                f"rates, use run.amp=bf16 or fp32, or set optim.grad_clip, then --resume.")
+
+    def _note_always(self, text: str) -> None:
+        if self.info.is_main:
+            log.warning(text)
+
+    def train(self) -> dict[str, float]:
+        from tqdm import tqdm
+
+        run, total = self.cfg.run, self.cfg.optim.total_iters
+        if self.info.is_main:
+            os.makedirs(self.run_dir, exist_ok=True)
+            with open(os.path.join(self.run_dir, "config.yaml"), "w") as fh:
+                fh.write(dump_config(self.cfg))
+        self._open_writer()
+        loader_iter = iter(self._loader())
+        bar = tqdm(total=total, initial=self.step, disable=not (self.info.is_main and run.progress_bar),
+                   dynamic_ncols=True, unit="it")
+        last: dict[str, float] = {}
+        tick, tick_step = time.perf_counter(), self.step
+        try:
+            while self.step < total:
+                with nvtx_range("data"):
+                    batch = next(loader_iter)
+                    lr, hr = self._to_device(batch["lr"]), self._to_device(batch["hr"])
+                logging_step = (self.step + 1) % run.log_every == 0 or self.step + 1 == total
+                self.runner.want_grad_norm = logging_step
+                try:
+                    terms = self.stage.train_step(lr, hr, self.step, self.runner)
+                except SkipStep as exc:
+                    terms = None
+                    self._skip(exc)
+                if terms is not None and self.ema:
+                    with nvtx_range("ema"):
+                        self.ema.update(self.stage.generator)
+                self.runner.end_iteration()
+                with warnings.catch_warnings():
+                    # A skipped iteration has no optimizer.step(); the schedule still counts it.
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    for s in self.schedulers.values():
+                        s.step()
+                self.step += 1
+                bar.update(1)
+                if logging_step and terms is not None:
+                    now = time.perf_counter()
+                    scalars = {f"loss/{k}": v.item() for k, v in terms.items()}
+                    scalars.update({f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.stage.optimizers.items()})
+                    scalars.update({f"grad_norm/{k}": v.item() for k, v in self.runner.grad_norms.items()})
+                    scalars["speed/it_per_s"] = (self.step - tick_step) / max(now - tick, 1e-9)
+                    scalars["train/bad_steps"] = self.bad_steps
+                    tick, tick_step = now, self.step
+                    self._log_scalars(scalars)
+                    last.update(scalars)
+                    shown = {k.split("/")[-1]: f"{v:.3g}" for k, v in scalars.items() if k.startswith("loss/l_g_")}
+                    bar.set_postfix(shown, refresh=False)
+                if self.step % run.image_every == 0 and self.info.is_main:
+                    self._image_grid(lr, hr)
+                if self.step % run.val_every == 0 or self.step == total:
+                    with nvtx_range("validation"):
+                        metrics = self.validate()
+                    if metrics:
+                        self._log_scalars(metrics)
+                        last.update(metrics)
+                        bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    barrier(self.info)
+                if self.step % run.save_every == 0 or self.step == total:
+                    self.save()
+        finally:
+            bar.close()
+            if self.writer:
+                self.writer.close()
+        return last
+
+    def close(self) -> None:
+        cleanup(self.info)

@@ -1,0 +1,173 @@
+"""Trainer end to end on generated images (tiny models, 32 px patches, a few steps)."""
+import json
+import logging
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spsr_fast.train import load_config
+from spsr_fast.train.__main__ import main as train_main
+from spsr_fast.train.trainer import Trainer, TrainingStopped
+
+
+def _write_images(folder, count, size, seed):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    for k in range(count):
+        f1, f2, ph = rng.uniform(2, 6, 3)
+        base = 0.5 + 0.35 * np.sin(2 * np.pi * (f1 * x + ph)) * np.cos(2 * np.pi * f2 * y)
+        img = np.stack([base, np.roll(base, k + 3, axis=1), 1 - base], axis=2)
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"img{k:02d}.png")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    _write_images(root / "train", 6, 64, seed=0)
+    _write_images(root / "val", 2, 48, seed=1)
+    return root
+
+
+def tiny(images, out, stage="spsr_g", **extra):
+    overrides = {
+        "run.stage": stage, "run.name": "t", "run.output_dir": str(out), "run.device": "cpu",
+        "run.amp": "fp32", "run.threads": 2, "run.log_every": 1, "run.val_every": 1000,
+        "run.image_every": 1000, "run.save_every": 1000, "run.progress_bar": False,
+        "run.tensorboard": False, "run.ema_decay": 0.9,
+        "data.train_hr": str(images / "train"), "data.hr_size": 32, "data.batch_size": 2,
+        "data.num_workers": 0, "model.arch": "spsrnet" if stage == "spsr_g" else "rrdbnet",
+        "model.nf": 8, "model.nb": 1, "model.gc": 4, "model.discriminator_nf": 4,
+        "losses.vgg_weights": "random", "optim.total_iters": 4, "optim.milestones": [3],
+    }
+    overrides.update(extra)
+    return load_config(None, [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()])
+
+
+def read_log(run_dir):
+    with open(os.path.join(run_dir, "log.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_psnr_stage_l1_falls_and_skips_corrupt_image(images, tmp_path, caplog):
+    train = tmp_path / "train"
+    _write_images(train, 4, 64, seed=2)
+    (train / "zz_broken.png").write_bytes(b"\x89PNG broken")
+    cfg = tiny(images, tmp_path / "out", stage="psnr", **{
+        "data.train_hr": str(train), "optim.total_iters": 40, "optim.lr_g": 1e-3,
+        "losses.pixel_weight": 1.0, "optim.milestones": [1000], "data.val_hr": str(images / "val"),
+        "run.val_every": 40})
+    with caplog.at_level(logging.WARNING):
+        Trainer(cfg).train()
+    assert "zz_broken.png" in caplog.text
+    log = read_log(tmp_path / "out" / "t")
+    losses = [r["loss/l_g_pix"] for r in log if "loss/l_g_pix" in r]
+    assert len(losses) == 40 and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    val = [r for r in log if "val/psnr_y" in r][-1]
+    assert np.isfinite(val["val/psnr_y"]) and "val/ema_psnr_y" in val and "val/bicubic_psnr_y" in val
+
+
+def test_spsr_g_stage_end_to_end(images, tmp_path):
+    cfg = tiny(images, tmp_path, **{"run.image_every": 2, "run.save_every": 2,
+                                    "data.val_hr": str(images / "val"), "run.val_every": 4})
+    Trainer(cfg).train()
+    run = tmp_path / "t"
+    log = read_log(run)
+    terms = ["l_g_pix", "l_g_fea", "l_g_pix_grad", "l_g_branch", "l_g_gan", "l_g_gan_grad", "l_d", "l_d_grad"]
+    for r in (r for r in log if "loss/l_g_total" in r):
+        for t in terms:
+            assert np.isfinite(r[f"loss/{t}"]), t
+        assert r["grad_norm/G"] > 0 and r["lr/G"] > 0
+    assert sorted(os.listdir(run / "checkpoints")) == ["step_00000002.pt", "step_00000004.pt"]
+    assert os.path.exists(run / "images" / "step_00000004.png")
+    assert [r for r in log if "lr/D" in r][-1]["lr/D"] == pytest.approx(5e-5)  # x0.5 at the milestone
+
+
+def test_fusion_only_iterations_train_only_the_fusion(images, tmp_path):
+    cfg = tiny(images, tmp_path, **{"optim.fusion_only_iters": 2, "optim.total_iters": 2})
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.stage.generator.state_dict().items()}
+    trainer.train()
+    after = trainer.stage.generator.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("fusion_", "conv_last.")) for k in changed)
+    assert any(k.startswith("fusion_block") for k in changed)
+
+
+def _all_weights(trainer):
+    state = trainer.state_dict()
+    flat = {f"{n}.{k}": v for n, sd in state["models"].items() for k, v in sd.items()}
+    flat.update({f"ema.{k}": v for k, v in state["ema"].items()})
+    return flat
+
+
+def test_resume_is_bit_exact(images, tmp_path):
+    straight = Trainer(tiny(images, tmp_path / "a", **{"optim.fusion_only_iters": 1}))
+    straight.train()
+    half = tiny(images, tmp_path / "b", **{"optim.fusion_only_iters": 1, "run.save_every": 2})
+    first = Trainer(half)
+    first.cfg.optim.total_iters = 2
+    first.train()
+    resumed = Trainer(tiny(images, tmp_path / "b", **{"optim.fusion_only_iters": 1}), resume="auto")
+    assert resumed.step == 2
+    resumed.train()
+    a, b = _all_weights(straight), _all_weights(resumed)
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert sa["optimizers"]["G"]["state"][0]["step"] == sb["optimizers"]["G"]["state"][0]["step"]
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(images, tmp_path, monkeypatch, caplog):
+    import spsr_fast.train.stages as stages
+
+    monkeypatch.setattr(stages, "pixel_loss", lambda *a, **k: torch.tensor(float("nan"), requires_grad=True))
+    cfg = tiny(images, tmp_path, stage="psnr", **{"run.max_bad_steps": 3, "optim.total_iters": 10})
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.stage.generator.state_dict().items()}
+    with caplog.at_level(logging.WARNING), pytest.raises(TrainingStopped, match="max_bad_steps is 3"):
+        trainer.train()
+    assert trainer.bad_steps == 3 and "non-finite loss (l_g_pix)" in caplog.text
+    assert all(torch.equal(v, trainer.stage.generator.state_dict()[k]) for k, v in before.items())
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("run:\n  stage: psnr\ndata:\n  train_hr: [/nonexistent/folder]\n")
+    assert train_main(["--config", str(cfg)]) == 2
+    assert "data.train_hr[0]: folder does not exist" in capsys.readouterr().err
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, images, out, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    cfg = tiny(images, out, **{"data.batch_size": 4, "optim.total_iters": 3, "run.threads": 1,
+                               "optim.fusion_only_iters": 1, "run.save_every": 3})
+    trainer = Trainer(cfg)
+    trainer.train()
+    torch.save(_all_weights(trainer), os.path.join(result_dir, f"rank{rank}.pt"))
+    trainer.close()
+
+
+def test_ddp_gloo_two_processes_keep_weights_identical(images, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), images, tmp_path / "out", str(tmp_path)), nprocs=2)
+    w0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    params = [k for k in w0 if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(w0[k], w1[k]) for k in params)
+    assert os.path.exists(tmp_path / "out" / "t" / "checkpoints" / "step_00000003.pt")
