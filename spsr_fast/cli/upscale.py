@@ -33,7 +33,6 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                         help="decompression-bomb guard: refuse inputs with more pixels (default: %(default)s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def add_arguments(parser) -> None:
@@ -51,6 +50,7 @@ def add_arguments(parser) -> None:
                         help="how the alpha channel is upscaled (default: %(default)s)")
     parser.add_argument("--save-gradient-map", action="store_true",
                         help="also write the predicted HR gradient map (SPSR models) as <name>_grad.png")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_model_arguments(parser)
 
 
