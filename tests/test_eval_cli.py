@@ -55,7 +55,8 @@ def test_eval_cli_table_and_json(tmp_path, capsys):
     Image.fromarray(skimage_data.coffee()[:40, :40]).save(hr / "coffee.png")
     (hr / "broken.png").write_bytes(b"nope")
     out = tmp_path / "scores.json"
-    code = main(["eval", str(hr), "--model", str(tmp_path / "m.safetensors"), "--json", str(out)])
+    code = main(["eval", str(hr), "--model", str(tmp_path / "m.safetensors"), "--json", str(out),
+                 "--save-comparisons", str(tmp_path / "cmp")])
     captured = capsys.readouterr()
     assert code == 1 and "FAILED" in captured.err and "broken.png" in captured.err
     assert "mean of 2" in captured.out
@@ -66,6 +67,7 @@ def test_eval_cli_table_and_json(tmp_path, capsys):
         means = payload["mean"][method]
         assert set(means) == {"psnr_y", "ssim_y", "grad_mae", "lpips"}
         assert means["psnr_y"] == pytest.approx(np.mean([i[method]["psnr_y"] for i in payload["images"]]))
+    assert Image.open(tmp_path / "cmp" / "astronaut_cmp.png").size == (3 * 52 + 8, 48)
     # a random untrained network is far worse than bicubic: the columns are not mixed up
     assert payload["mean"]["model"]["psnr_y"] < payload["mean"]["bicubic"]["psnr_y"]
 

@@ -12,6 +12,8 @@ HELP = "evaluate a model on HR images (LR by MATLAB bicubic): PSNR/SSIM on Y, LP
 def add_arguments(parser) -> None:
     parser.add_argument("hr", metavar="HR_DIR", help="folder of high-resolution images (or one image)")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON ('-': stdout)")
+    parser.add_argument("--save-comparisons", metavar="DIR", default=None,
+                        help="write <name>_cmp.png per image: bicubic | model | HR side by side")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS even when its weights are present")
     add_model_arguments(parser)
 
@@ -30,7 +32,8 @@ def run(args) -> int:
 
     from spsr_fast.checkpoints import CheckpointError
     from spsr_fast.data.images import ImageReadError, list_images, read_image
-    from spsr_fast.inference.evaluate import as_json, evaluate_image, image_name, mean_scores
+    from spsr_fast.inference.evaluate import as_json, evaluate_image, image_name, mean_scores, side_by_side
+    from spsr_fast.inference.io import ImageError, Picture, write_picture
     from spsr_fast.metrics import make_lpips
 
     try:
@@ -53,8 +56,16 @@ def run(args) -> int:
             print(f"FAILED {path}: {error}", file=sys.stderr)
             failed += 1
             continue
-        result = evaluate_image(upscaler, hr, image_name(path, args.hr), lpips)
+        result = evaluate_image(upscaler, hr, image_name(path, args.hr), lpips, bool(args.save_comparisons))
         results.append(result)
+        if args.save_comparisons:
+            target = os.path.join(args.save_comparisons, os.path.splitext(result.name)[0] + "_cmp.png")
+            try:
+                write_picture(target, Picture(side_by_side(result.images)), overwrite=True)
+            except ImageError as error:
+                print(f"FAILED {error.path}: {error.reason}", file=sys.stderr)
+                failed += 1
+            result.images = {}
         print(_row(result.name, result.scores), file=out)
     if results:
         print(_row(f"mean of {len(results)}", mean_scores(results)), file=out)

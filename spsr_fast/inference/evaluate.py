@@ -32,6 +32,7 @@ class ImageScores:
     name: str
     size: tuple[int, int]
     scores: dict[str, Scores] = field(default_factory=dict)
+    images: dict[str, torch.Tensor] = field(default_factory=dict)  # when asked for: bicubic, model, hr
 
 
 def gradient_map_error(sr: torch.Tensor, hr: torch.Tensor, shave: int) -> float:
@@ -51,8 +52,10 @@ def _score(sr: torch.Tensor, hr: torch.Tensor, scale: int, lpips) -> Scores:
                   None if lpips is None else lpips(sr, hr))
 
 
-def evaluate_image(upscaler: Upscaler, hr_rgb: np.ndarray, name: str, lpips=None) -> ImageScores:
-    """Scores of bicubic and of the model on one HR image (H x W x 3 float in [0, 1])."""
+def evaluate_image(upscaler: Upscaler, hr_rgb: np.ndarray, name: str, lpips=None,
+                   keep_images: bool = False) -> ImageScores:
+    """Scores of bicubic and of the model on one HR image (H x W x 3 float in [0, 1]);
+    `keep_images` also returns the three images (3 x H x W) for side-by-side views."""
     from spsr_fast.data.datasets import make_lr, modcrop
     from spsr_fast.data.imresize import imresize
 
@@ -66,7 +69,16 @@ def evaluate_image(upscaler: Upscaler, hr_rgb: np.ndarray, name: str, lpips=None
     result = ImageScores(name, hr.shape[:2])
     result.scores["bicubic"] = _score(bicubic, hr_t, scale, lpips)
     result.scores["model"] = _score(sr, hr_t, scale, lpips)
+    if keep_images:
+        result.images = {"bicubic": bicubic, "model": sr, "hr": hr_t}
     return result
+
+
+def side_by_side(images: dict[str, torch.Tensor], gap: int = 4) -> np.ndarray:
+    """bicubic | model | HR as one H x (3W + 2 gap) x 3 float image (white gaps)."""
+    parts = [images[k].clamp(0, 1).permute(1, 2, 0).numpy() for k in ("bicubic", "model", "hr")]
+    spacer = np.ones((parts[0].shape[0], gap, 3), np.float32)
+    return np.concatenate([parts[0], spacer, parts[1], spacer, parts[2]], axis=1)
 
 
 def mean_scores(results: list[ImageScores]) -> dict[str, Scores]:

@@ -164,7 +164,9 @@ class Upscaler:
         self.tile_overlap = tile_overlap
         self.alpha_mode = alpha
         self.compiled = compile
-        self._forward_model = torch.compile(model, dynamic=False) if compile else model
+        # On a GPU, "reduce-overhead" replays CUDA graphs: tiles (and padded batches) all have one shape
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._forward_model = torch.compile(model, dynamic=False, mode=mode) if compile else model
 
     @property
     def dtype_name(self) -> str:
@@ -177,9 +179,12 @@ class Upscaler:
 
     def _forward(self, batch: torch.Tensor, with_gradient: bool) -> tuple[torch.Tensor, ...]:
         x = batch.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
+        if self.compiled and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are copied out already
         with torch.inference_mode(), self._autocast():
             outs = _outputs(self._forward_model(x), with_gradient)
-        return tuple(o.float() for o in outs)
+            # float() of fp32 returns the same (graph-owned) tensor: clone so it survives the next replay
+            return tuple(o.float() if o.dtype != torch.float32 else o.clone() for o in outs)
 
     def upscale_tensor(self, image: torch.Tensor, with_gradient: bool = False,
                        progress: Callable[[int, int], None] | None = None) -> tuple[list[torch.Tensor], int]:
