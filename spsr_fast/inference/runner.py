@@ -179,12 +179,13 @@ class Upscaler:
 
     def _forward(self, batch: torch.Tensor, with_gradient: bool) -> tuple[torch.Tensor, ...]:
         x = batch.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
-        if self.compiled and self.device.type == "cuda":
+        graphs = self.compiled and self.device.type == "cuda"
+        if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are copied out already
         with torch.inference_mode(), self._autocast():
             outs = _outputs(self._forward_model(x), with_gradient)
-            # float() of fp32 returns the same (graph-owned) tensor: clone so it survives the next replay
-            return tuple(o.float() if o.dtype != torch.float32 else o.clone() for o in outs)
+            # CUDA graph outputs are overwritten by the next replay: fp32 ones are cloned (float() would not copy)
+            return tuple(o.clone() if graphs and o.dtype == torch.float32 else o.float() for o in outs)
 
     def upscale_tensor(self, image: torch.Tensor, with_gradient: bool = False,
                        progress: Callable[[int, int], None] | None = None) -> tuple[list[torch.Tensor], int]:
