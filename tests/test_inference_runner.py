@@ -71,6 +71,10 @@ def test_argument_errors_name_the_argument():
         Upscaler(Shuffle(2), device="cpu", tile=16, tile_overlap=16)
     with pytest.raises(ValueError, match="alpha"):
         Upscaler(Shuffle(2), device="cpu", alpha="nearest")
+    with pytest.raises(ValueError, match="tile_batch"):
+        Upscaler(Shuffle(2), device="cpu", tile_batch=0)
+    with pytest.raises(ValueError, match="device: expected"):
+        Upscaler(Shuffle(2), device="gpu0")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device"):
             Upscaler(Shuffle(2), device="cuda")

@@ -31,7 +31,10 @@ MAX_AUTO_TILE = {"cuda": 512, "cpu": 256}
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: CUDA was asked for but torch sees no GPU (use --device cpu)")
     return device
@@ -140,6 +143,8 @@ class Upscaler:
             raise ValueError(f"alpha must be 'bicubic' or 'model', got {alpha!r}")
         if tile is not None and tile < 0:
             raise ValueError(f"tile must be >= 0, got {tile}")
+        if tile_batch is not None and tile_batch < 1:
+            raise ValueError(f"tile_batch must be >= 1, got {tile_batch}")
         if tile_overlap < 0:
             raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
         self.device = resolve_device(device)

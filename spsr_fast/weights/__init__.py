@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 WEIGHTS_DIR = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_MODEL = "spsr-fast-tiny-x4"
+DEFAULT_MODEL = "rrdbnet-tiny-x4"
 
 
 def bundled_models() -> dict[str, str]:
