@@ -8,8 +8,12 @@ through. Here feature channels 0..2 carry the RGB input unchanged through conv_f
 the trunk (conv_body's rows for them are zero, the RRDBs are residual), each nearest x2
 step is followed by a [1 2 1] x [1 2 1] / 16 blur on those channels (together: bilinear-like
 interpolation; inputs in [0, 1] pass the LeakyReLUs unchanged), and conv_hr / conv_last
-copy them out. Every other weight keeps its random initialisation, so training starts
-from an interpolated image and learns the detail on top. Used with `model.pretrained`
+copy them out. The other channels of conv_first, the upsampling convs and conv_hr get
+plain He initialisation (BasicSR's RRDBNet scales only the dense blocks by 0.1): with the
+0.1 scale on every layer of that chain, their features reach conv_last about 1e-5 times
+smaller than the image and wake up far too slowly for a short run. conv_last starts
+reading only the RGB channels, so the first output is exactly the interpolation and
+training learns the detail on top. Used with `model.pretrained`
 (configs/default_model.yaml).
 """
 from __future__ import annotations
@@ -28,7 +32,10 @@ _CENTRE[1, 1] = 1.0
 
 
 def _route_rgb(conv: torch.nn.Conv2d, kernel: torch.Tensor, channels: int = 3) -> None:
-    """Output channel c < `channels` = `kernel` applied to input channel c, nothing else."""
+    """Output channel c < `channels` = `kernel` applied to input channel c, nothing else;
+    the other output channels He-initialised (for LeakyReLU 0.2), zero bias."""
+    torch.nn.init.kaiming_normal_(conv.weight, a=0.2, mode="fan_in", nonlinearity="leaky_relu")
+    conv.bias.zero_()
     conv.weight[:channels].zero_()
     conv.bias[:channels].zero_()
     for c in range(channels):
@@ -45,7 +52,7 @@ def interpolating_rrdbnet(nf: int = 32, nb: int = 2, gc: int = 16, scale: int = 
     for step in range(1, net.steps + 1):
         _route_rgb(getattr(net, f"conv_up{step}"), _BLUR)
     _route_rgb(net.conv_hr, _CENTRE)
-    _route_rgb(net.conv_last, _CENTRE)
+    _route_rgb(net.conv_last, _CENTRE)  # all 3 outputs routed: starts as the interpolation
     return net
 
 
