@@ -36,9 +36,21 @@ def test_scale_is_read_or_measured():
 
 def test_auto_tile_is_bounded_and_shrinks_with_the_model():
     small = auto_tile(RRDBNet(nf=4, nb=1, gc=4), torch.device("cpu"), torch.float32, 1)
-    assert 32 <= small <= 256 and small % 8 == 0
+    assert 32 <= small <= 512 and small % 8 == 0
     big = auto_tile(SPSRNet(nf=64, nb=1, gc=32), torch.device("cpu"), torch.float32, 64)
     assert 32 <= big <= small
+
+
+@pytest.mark.parametrize("length,max_tile,overlap", [(512, 256, 16), (1000, 512, 16), (300, 64, 16), (100, 256, 16)])
+def test_balanced_tile_needs_no_more_tiles_and_less_work(length, max_tile, overlap):
+    from spsr_fast.inference.runner import balanced_tile
+    from spsr_fast.inference.tiling import tile_starts
+
+    tile = balanced_tile(length, max_tile, overlap)
+    assert tile <= max(max_tile, length) and (tile == length or tile % 8 == 0)
+    n_max = len(tile_starts(length, max_tile, overlap))
+    n = len(tile_starts(length, tile, overlap))
+    assert n == n_max and n * min(tile, length) <= n_max * min(max_tile, length)
 
 
 def test_odd_sizes_with_an_unshuffling_model():

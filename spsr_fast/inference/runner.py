@@ -9,6 +9,7 @@ from free memory unless given; an image that fits one tile is not tiled.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from .tiling import tile_starts, tiled_forward
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TILE_MULTIPLE = 8
-MAX_AUTO_TILE = {"cuda": 512, "cpu": 256}
+MAX_AUTO_TILE = {"cuda": 512, "cpu": 512}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -109,12 +110,22 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int) -> int:
-    """The largest tile (multiple of 8, at most 512 on GPU / 256 on CPU) whose batch fits in
+    """The largest tile (multiple of 8, at most 512) whose batch fits in
     half the free memory, by the estimate of bytes_per_input_pixel."""
     budget = free_memory_bytes(device) * 0.5
     pixels = budget / (bytes_per_input_pixel(model, dtype) * max(batch, 1))
     side = int(pixels ** 0.5) // TILE_MULTIPLE * TILE_MULTIPLE
     return max(TILE_MULTIPLE * 4, min(side, MAX_AUTO_TILE[device.type]))
+
+
+def balanced_tile(length: int, max_tile: int, overlap: int, multiple: int = TILE_MULTIPLE) -> int:
+    """The smallest tile (a multiple of `multiple`, at most `max_tile`) that covers `length`
+    with as few tiles as `max_tile` would: less work wasted in tiles that overlap more than needed."""
+    if length <= max_tile:
+        return length
+    count = math.ceil((length - overlap) / (max_tile - overlap))
+    tile = math.ceil((length - overlap) / count) + overlap
+    return min(max_tile, math.ceil(tile / multiple) * multiple)
 
 
 def bicubic_upscale(image: torch.Tensor, scale: int) -> torch.Tensor:
@@ -161,6 +172,7 @@ class Upscaler:
         self.multiple = input_multiple(model)
         self.has_gradient_branch = getattr(model, "arch", None) == "SPSRNet"
         self.tile_batch = tile_batch or (4 if self.device.type == "cuda" else 1)
+        self.auto_tile = tile is None  # auto: the largest tile that fits, balanced per image
         self.tile = auto_tile(model, self.device, self.dtype, self.tile_batch) if tile is None else tile
         if self.tile and self.tile % self.multiple:
             raise ValueError(f"tile must be a multiple of {self.multiple} for this model, got {self.tile}")
@@ -201,6 +213,9 @@ class Upscaler:
         if pad_h or pad_w:
             image = F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
         tile = self.tile or max(image.shape[1:])
+        if self.auto_tile:
+            tile = balanced_tile(max(image.shape[1:]), tile, min(self.tile_overlap, tile - 1),
+                                 max(TILE_MULTIPLE, self.multiple))
         tile = max(self.multiple, tile)
         overlap = min(self.tile_overlap, tile - 1) if self.tile else 0
         # one tile per axis when the image fits; keep the shape static for compiled models
