@@ -8,6 +8,8 @@ import sys
 
 SUBCOMMANDS = {
     "doctor": "spsr_fast.cli.doctor",
+    "upscale": "spsr_fast.cli.upscale",
+    "eval": "spsr_fast.cli.eval",
 }
 
 

@@ -1,0 +1,169 @@
+"""`spsr-fast upscale INPUT... [-o OUT] [--model PATH|NAME]`: super-resolve images."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+HELP = "upscale images (files, folders, globs) with the bundled model or any supported checkpoint"
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF",
+           "tiff": "TIFF"}
+
+
+def add_model_arguments(parser) -> None:
+    """Options shared by `upscale` and `eval`: which model, and how to run it."""
+    from spsr_fast.inference.io import DEFAULT_MAX_PIXELS
+
+    parser.add_argument("--model", default="default",
+                        help="checkpoint path (ours, the authors' SPSR, ESRGAN, BasicSR) or bundled model "
+                             "name (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto: bf16 (fp16 without bf16 support) on GPU, fp32 on CPU")
+    parser.add_argument("--fp32", action="store_true", help="same as --precision fp32 (no autocast)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help="tile size in input pixels (default: from free memory; 0: never tile)")
+    parser.add_argument("--tile-overlap", type=int, default=16, help="overlap of neighbouring tiles (input pixels)")
+    parser.add_argument("--tile-batch", type=int, default=None, help="tiles per forward (default: 4 GPU, 1 CPU)")
+    parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (worth it for many same-size tiles on a GPU)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="decompression-bomb guard: refuse inputs with more pixels (default: %(default)s)")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output folder (default: next to each input)")
+    parser.add_argument("--suffix", default=None,
+                        help="added to the file name (default: _x<scale> next to the input, none with -o)")
+    parser.add_argument("--format", default=None, choices=sorted(FORMATS),
+                        help="output format (default: the input's)")
+    parser.add_argument("-r", "--recursive", action="store_true", help="include images in subfolders")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never inputs)")
+    parser.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality; 100 makes WebP lossless (default: %(default)s)")
+    parser.add_argument("--alpha", default="bicubic", choices=("bicubic", "model"),
+                        help="how the alpha channel is upscaled (default: %(default)s)")
+    parser.add_argument("--save-gradient-map", action="store_true",
+                        help="also write the predicted HR gradient map (SPSR models) as <name>_grad.png")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_model_arguments(parser)
+
+
+def build_upscaler(args):
+    """(Upscaler, model path) from the shared model options; raises ValueError/FileNotFoundError/
+    CheckpointError with a message for the user."""
+    import spsr_fast
+    from spsr_fast.inference.runner import Upscaler
+    from spsr_fast.weights import resolve_model
+
+    path = resolve_model(args.model)
+    model = spsr_fast.load_model(path)
+    upscaler = Upscaler(model, device=args.device, precision="fp32" if args.fp32 else args.precision,
+                        channels_last=not args.no_channels_last, tile=args.tile, tile_overlap=args.tile_overlap,
+                        tile_batch=args.tile_batch, compile=args.compile,
+                        alpha=getattr(args, "alpha", "bicubic"), threads=args.threads)
+    return upscaler, path
+
+
+def _progress_bars(enabled: bool):
+    from tqdm import tqdm
+
+    class Bars:
+        def __init__(self, total):
+            self.images = tqdm(total=total, unit="img", disable=not enabled, file=sys.stderr)
+            self.tiles = None
+
+        def tile_callback(self, done, total):
+            if total <= 1 or not enabled:
+                return
+            if self.tiles is None:
+                self.tiles = tqdm(total=total, unit="tile", leave=False, file=sys.stderr)
+            self.tiles.update(done - self.tiles.n)
+
+        def image_done(self, name):
+            if self.tiles is not None:
+                self.tiles.close()
+                self.tiles = None
+            self.images.set_postfix_str(os.path.basename(name), refresh=False)
+            self.images.update(1)
+
+        def write(self, message):
+            self.images.write(message, file=sys.stderr)
+
+        def close(self):
+            if self.tiles is not None:
+                self.tiles.close()
+            self.images.close()
+
+    return Bars
+
+
+def _gradient_picture(gradient):
+    import numpy as np
+
+    from spsr_fast.inference.io import Picture
+
+    return Picture(np.clip(gradient, 0, 1).astype(np.float32))
+
+
+def run(args) -> int:
+    from spsr_fast.checkpoints import CheckpointError
+    from spsr_fast.inference.inputs import plan_jobs
+    from spsr_fast.inference.io import ImageError, read_picture, write_picture
+
+    try:
+        upscaler, model_path = build_upscaler(args)
+    except (FileNotFoundError, ValueError, CheckpointError) as error:
+        print(f"spsr-fast upscale: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.save_gradient_map and not upscaler.has_gradient_branch:
+        print("spsr-fast upscale: --save-gradient-map needs a model with a gradient branch (SPSRNet); "
+              f"{model_path} holds a {getattr(upscaler.model, 'arch', type(upscaler.model).__name__)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    fmt = FORMATS[args.format] if args.format else None
+    suffix = args.suffix if args.suffix is not None else ("" if args.output else f"_x{upscaler.scale}")
+    jobs = plan_jobs(args.inputs, args.output, suffix, fmt, args.recursive)
+    bars = _progress_bars(not args.no_progress)(len(jobs))
+    failures, done, pixels_out, seconds = [], 0, 0, 0.0
+    start = time.perf_counter()
+    try:
+        for job in jobs:
+            try:
+                if job.error is not None:
+                    raise ImageError(job.source, job.error)
+                if not args.overwrite and os.path.exists(job.output):
+                    raise ImageError(job.output, "output exists (use --overwrite to replace it)")
+                picture = read_picture(job.source, args.max_pixels)
+                result = upscaler.upscale_picture(picture, args.save_gradient_map, bars.tile_callback)
+                write_picture(job.output, result.picture, fmt, args.overwrite, args.quality)
+                if result.gradient_map is not None:
+                    stem, _ = os.path.splitext(job.output)
+                    write_picture(f"{stem}_grad.png", _gradient_picture(result.gradient_map), "PNG",
+                                  args.overwrite)
+                done += 1
+                pixels_out += result.picture.size[0] * result.picture.size[1]
+                seconds += result.seconds
+            except ImageError as error:
+                failures.append(error)
+                bars.write(f"FAILED {error.path}: {error.reason}")
+            except (RuntimeError, MemoryError) as error:  # e.g. out of memory on one huge image
+                failures.append(error)
+                bars.write(f"FAILED {job.source}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            bars.image_done(job.source)
+    except KeyboardInterrupt:
+        bars.close()
+        print(f"spsr-fast upscale: interrupted after {done} image(s); no partial file was left", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    bars.close()
+    total = time.perf_counter() - start
+    rate = pixels_out / 1e6 / seconds if seconds > 0 else 0.0
+    print(f"{done} image(s) upscaled x{upscaler.scale}, {len(failures)} failed, in {total:.1f} s: "
+          f"{rate:.2f} output MP/s on {upscaler.device} ({upscaler.dtype_name}, "
+          f"tile {upscaler.tile or 'off'}), model {model_path}")
+    return EXIT_SOME_FAILED if failures else EXIT_OK

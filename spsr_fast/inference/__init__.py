@@ -1,0 +1,1 @@
+"""Inference: image I/O, tiled upscaling and the runner behind `spsr-fast upscale` / `eval`."""

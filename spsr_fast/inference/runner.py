@@ -1,0 +1,259 @@
+"""The inference runner: device, precision, memory layout, tile size, and what to do
+with alpha, gray and 16-bit pictures.
+
+Policy (DESIGN.md 5): on a GPU, bf16 autocast (fp16 where bf16 is unsupported),
+channels_last and the fused kernels; on the CPU, fp32 channels_last with the CPU
+kernels on every core. `precision="fp32"` turns autocast off. The tile size is chosen
+from free memory unless given; an image that fits one tile is not tiled.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .io import Picture, with_pixels
+from .tiling import tile_starts, tiled_forward
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TILE_MULTIPLE = 8
+MAX_AUTO_TILE = {"cuda": 512, "cpu": 512}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: CUDA was asked for but torch sees no GPU (use --device cpu)")
+    return device
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and precision == "fp16":
+        raise ValueError("precision: fp16 is not supported on the CPU (use fp32 or bf16)")
+    return _DTYPES[precision]
+
+
+def model_scale(model: nn.Module) -> int:
+    """The upscaling factor: from the model's config, else measured on a small input."""
+    config = getattr(model, "config", None) or {}
+    if "scale" in config:
+        return int(config["scale"])
+    param = next(model.parameters())
+    with torch.no_grad():
+        out = _sr_output(model(torch.zeros(1, 3, 16, 16, device=param.device, dtype=param.dtype)))
+    return out.shape[-1] // 16
+
+
+def input_multiple(model: nn.Module) -> int:
+    """Input sides must be multiples of this (BasicSR x2/x1 RRDBNets pixel-unshuffle their input)."""
+    return int((getattr(model, "config", None) or {}).get("unshuffle", 1))
+
+
+def _sr_output(result) -> torch.Tensor:
+    return result[1] if isinstance(result, (tuple, list)) else result
+
+
+def _outputs(result, with_gradient: bool) -> tuple[torch.Tensor, ...]:
+    """(sr,) or (sr, gradient map) from a model's output: SPSRNet returns
+    (grad_branch_map, sr, lr_grad), other networks the SR image."""
+    if isinstance(result, (tuple, list)):
+        return (result[1], result[0]) if with_gradient else (result[1],)
+    if with_gradient:
+        raise ValueError("this model has no gradient branch, so there is no gradient map to save")
+    return (result,)
+
+
+def bytes_per_input_pixel(model: nn.Module, dtype: torch.dtype) -> float:
+    """Rough peak activation bytes per low-resolution pixel of one forward (no autograd):
+    the widest feature maps live at the output resolution (SPSRNet: two branches and a
+    2*nf fusion block there)."""
+    config = getattr(model, "config", None) or {}
+    nf, gc, scale = config.get("nf", 64), config.get("gc", 32), config.get("scale", 4)
+    element = torch.finfo(dtype).bits // 8
+    hr_channels = (4 * nf + 4 * gc) if getattr(model, "arch", "") == "SPSRNet" else (2 * nf + gc)
+    lr_channels = 4 * nf + 4 * gc
+    return element * (scale * scale * hr_channels + lr_channels) * 1.5
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int) -> int:
+    """The largest tile (multiple of 8, at most 512) whose batch fits in
+    half the free memory, by the estimate of bytes_per_input_pixel."""
+    budget = free_memory_bytes(device) * 0.5
+    pixels = budget / (bytes_per_input_pixel(model, dtype) * max(batch, 1))
+    side = int(pixels ** 0.5) // TILE_MULTIPLE * TILE_MULTIPLE
+    return max(TILE_MULTIPLE * 4, min(side, MAX_AUTO_TILE[device.type]))
+
+
+def balanced_tile(length: int, max_tile: int, overlap: int, multiple: int = TILE_MULTIPLE) -> int:
+    """The smallest tile (a multiple of `multiple`, at most `max_tile`) that covers `length`
+    with as few tiles as `max_tile` would: less work wasted in tiles that overlap more than needed."""
+    if length <= max_tile:
+        return length
+    count = math.ceil((length - overlap) / (max_tile - overlap))
+    tile = math.ceil((length - overlap) / count) + overlap
+    return min(max_tile, math.ceil(tile / multiple) * multiple)
+
+
+def bicubic_upscale(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """C x H x W -> C x sH x sW, bicubic, clamped to [0, 1]."""
+    return F.interpolate(image[None], scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp_(0, 1)
+
+
+@dataclass
+class UpscaleResult:
+    picture: Picture
+    gradient_map: np.ndarray | None  # H x W x 3 float32, the gradient branch's prediction
+    seconds: float
+    tiles: int
+
+
+class Upscaler:
+    """Runs a super-resolution network on pictures of any size.
+
+    `tile=None` picks the tile size from free memory, `tile=0` never tiles.
+    `alpha="bicubic"` upscales the alpha channel bicubically, `"model"` with the network."""
+
+    def __init__(self, model: nn.Module, device=None, precision: str = "auto", channels_last: bool = True,
+                 tile: int | None = None, tile_overlap: int = 16, tile_batch: int | None = None,
+                 compile: bool = False, alpha: str = "bicubic", threads: int | None = None):
+        if alpha not in ("bicubic", "model"):
+            raise ValueError(f"alpha must be 'bicubic' or 'model', got {alpha!r}")
+        if tile is not None and tile < 0:
+            raise ValueError(f"tile must be >= 0, got {tile}")
+        if tile_batch is not None and tile_batch < 1:
+            raise ValueError(f"tile_batch must be >= 1, got {tile_batch}")
+        if tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        self.channels_last = channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.eval().to(self.device).to(memory_format=self.memory_format)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model = model
+        self.scale = model_scale(model)
+        self.multiple = input_multiple(model)
+        self.has_gradient_branch = getattr(model, "arch", None) == "SPSRNet"
+        self.tile_batch = tile_batch or (4 if self.device.type == "cuda" else 1)
+        self.auto_tile = tile is None  # auto: the largest tile that fits, balanced per image
+        self.tile = auto_tile(model, self.device, self.dtype, self.tile_batch) if tile is None else tile
+        if self.tile and self.tile % self.multiple:
+            raise ValueError(f"tile must be a multiple of {self.multiple} for this model, got {self.tile}")
+        if self.tile and tile_overlap >= self.tile:
+            raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile ({self.tile})")
+        self.tile_overlap = tile_overlap
+        self.alpha_mode = alpha
+        self.compiled = compile
+        # On a GPU, "reduce-overhead" replays CUDA graphs: tiles (and padded batches) all have one shape
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._forward_model = torch.compile(model, dynamic=False, mode=mode) if compile else model
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).replace("torch.", "")
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _forward(self, batch: torch.Tensor, with_gradient: bool) -> tuple[torch.Tensor, ...]:
+        x = batch.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
+        graphs = self.compiled and self.device.type == "cuda"
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are copied out already
+        with torch.inference_mode(), self._autocast():
+            outs = _outputs(self._forward_model(x), with_gradient)
+            # CUDA graph outputs are overwritten by the next replay: fp32 ones are cloned (float() would not copy)
+            return tuple(o.clone() if graphs and o.dtype == torch.float32 else o.float() for o in outs)
+
+    def upscale_tensor(self, image: torch.Tensor, with_gradient: bool = False,
+                       progress: Callable[[int, int], None] | None = None) -> tuple[list[torch.Tensor], int]:
+        """C=3 x H x W float in [0, 1] (CPU) -> ([sr, (gradient map)], number of tiles);
+        outputs are float32 CPU tensors 3 x sH x sW (sr clamped to [0, 1])."""
+        _, height, width = image.shape
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        if pad_h or pad_w:
+            image = F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        tile = self.tile or max(image.shape[1:])
+        if self.auto_tile:
+            tile = balanced_tile(max(image.shape[1:]), tile, min(self.tile_overlap, tile - 1),
+                                 max(TILE_MULTIPLE, self.multiple))
+        tile = max(self.multiple, tile)
+        overlap = min(self.tile_overlap, tile - 1) if self.tile else 0
+        # one tile per axis when the image fits; keep the shape static for compiled models
+        outs = tiled_forward(lambda t: self._forward(t, with_gradient), image.float(), self.scale, tile,
+                             overlap, self.tile_batch, progress, pad_batch=self.compiled)
+        tiles = len(tile_starts(image.shape[1], tile, overlap)) * len(tile_starts(image.shape[2], tile, overlap))
+        s = self.scale
+        outs = [o[:, :height * s, :width * s] for o in outs]
+        outs[0] = outs[0].clamp_(0, 1)
+        return outs, tiles
+
+    def upscale_picture(self, picture: Picture, with_gradient: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> UpscaleResult:
+        """Upscales colour (or gray, via RGB) pixels with the network and the alpha channel
+        premultiplied: the network sees colour x alpha, so the invisible colour under
+        transparent pixels cannot bleed into the edges, and the result is divided by the
+        upscaled alpha again."""
+        start = time.perf_counter()
+        pixels = torch.from_numpy(picture.pixels).permute(2, 0, 1)
+        if picture.gray:
+            pixels = pixels.expand(3, -1, -1)
+        alpha = None if picture.alpha is None else torch.from_numpy(picture.alpha)[None]
+        if alpha is not None:
+            pixels = pixels * alpha
+        outs, tiles = self.upscale_tensor(pixels.contiguous(), with_gradient, progress)
+        sr = outs[0]
+        hr_alpha = None
+        if alpha is not None:
+            if self.alpha_mode == "model":
+                hr_alpha = self.upscale_tensor(alpha.expand(3, -1, -1).contiguous())[0][0].mean(0, keepdim=True).clamp_(0, 1)
+            else:
+                hr_alpha = bicubic_upscale(alpha, self.scale)
+            visible = hr_alpha > 0.5 / 255
+            sr = torch.where(visible, sr / hr_alpha.clamp_min(0.5 / 255), torch.zeros_like(sr)).clamp_(0, 1)
+        if picture.gray:
+            sr = sr.mean(0, keepdim=True)
+        result = with_pixels(picture, sr.permute(1, 2, 0).contiguous().numpy(),
+                             None if hr_alpha is None else hr_alpha[0].numpy())
+        gradient = outs[1].permute(1, 2, 0).contiguous().numpy() if with_gradient else None
+        return UpscaleResult(result, gradient, time.perf_counter() - start, tiles)
+
