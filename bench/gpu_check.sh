@@ -26,7 +26,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 $PY -m spsr_fast.cli doctor 2>&1 | tee "$out/doctor.txt"
 
 step "kernel tests on the GPU (CUDA-marked tests and the Triton kernels on CUDA tensors)"
-op_tests=$(ls tests/test_gradient_map.py tests/test_info_nce*.py tests/test_dense_block*.py 2>/dev/null)
+op_tests=$(ls tests/test_gradient_map.py tests/test_info_nce*.py tests/test_dense_block*.py tests/test_inference_runner.py 2>/dev/null)
 timeout 180 $PY -m pytest -q -x $op_tests 2>&1 | tail -40 | tee "$out/tests.txt"
 
 step "kernel benchmarks"
@@ -36,6 +36,9 @@ PYTHONUNBUFFERED=1 timeout 120 $PY bench/kernels.py --device cuda --op gradient_
 step "whole networks: RRDBNet / SPSRNet inference, eager vs torch.compile vs fused"
 PYTHONUNBUFFERED=1 timeout 180 $PY bench/kernels.py --device cuda --op rrdb_models --json "$out/models.json" 2>&1 \
   | tee "$out/models.txt"
+
+step "inference throughput (x4, fused + channels_last + bf16 vs reference)"
+PYTHONUNBUFFERED=1 timeout 90 $PY bench/infer.py --device cuda --json "$out/infer.json" 2>&1 | tee "$out/infer.txt"
 
 step "SPSR-G training step"
 PYTHONUNBUFFERED=1 timeout 90 $PY bench/train_step.py --device cuda --json "$out/train_step.json" 2>&1 \
