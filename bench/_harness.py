@@ -44,6 +44,24 @@ def time_ms(fn: Callable[[], object], device: str, min_time_s: float = 0.4, max_
     return statistics.median(samples)
 
 
+def on_backend(name: str, fn: Callable) -> Callable:
+    """fn(*args) run under spsr_fast.ops.backend(name)."""
+    from spsr_fast.ops import backend
+
+    def run(*args, **kwargs):
+        with backend(name):
+            return fn(*args, **kwargs)
+    return run
+
+
+def without_grad(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn() run under torch.no_grad() (inference timings)."""
+    def run():
+        with torch.no_grad():
+            return fn()
+    return run
+
+
 def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
     """Peak bytes allocated by fn() on the CPU allocator, above what was live before it.
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from _harness import Case
-from spsr_fast.ops import backend as use_backend
+from _harness import Case, on_backend, without_grad
 from spsr_fast.ops import gradient_map
 from spsr_fast.ops._backend import REGISTRY
 from spsr_fast.ops._reference import gradient_map_authors, gradient_map_reference
@@ -26,13 +25,6 @@ def _shapes(device: str, quick: bool):
     return shapes[:2] if quick else shapes
 
 
-def _fused(name):
-    def run(x, padding):
-        with use_backend(name):
-            return gradient_map(x, padding)
-    return run
-
-
 def cases(device: str, quick: bool = False) -> list[Case]:
     ops = REGISTRY[OP]
     impls = {"authors": gradient_map_authors, "eager": gradient_map_reference}
@@ -40,7 +32,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         impls["compiled"] = torch.compile(gradient_map_reference, dynamic=False)
     for name in ("native", "triton"):
         if ops.status(name, device)[0] and not (device == "cpu" and name == "triton"):
-            impls[name] = _fused(name)  # interpreted Triton on CPU is a test tool, not a backend to time
+            impls[name] = on_backend(name, gradient_map)  # interpreted Triton on CPU is a test tool, not a backend to time
 
     out = []
     padding = 1
@@ -59,10 +51,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                 fn(x, padding).backward(g)
             return run
 
-        with torch.no_grad():
-            fwd = {name: forward(fn) for name, fn in impls.items()}
-        # no_grad must hold while timing forward: wrap the callables
-        fwd = {name: _no_grad(fn) for name, fn in fwd.items()}
+        fwd = {name: without_grad(forward(fn)) for name, fn in impls.items()}
         fwd_bwd = {name: forward_backward(fn) for name, fn in impls.items()}
         size = x.numel() * x.element_size()
         label = "x".join(map(str, shape)) + (" NHWC" if channels_last else "")
@@ -72,10 +61,3 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                         # one read of x + one write; backward adds reads of x and grad, one write
                         bytes_moved={"fwd": 2 * size, "fwd+bwd": 5 * size}))
     return out
-
-
-def _no_grad(fn):
-    def run():
-        with torch.no_grad():
-            return fn()
-    return run

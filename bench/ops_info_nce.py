@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from _harness import Case, format_bytes
-from spsr_fast.ops import backend as use_backend
+from _harness import Case, format_bytes, on_backend
 from spsr_fast.ops import info_nce
 from spsr_fast.ops._backend import REGISTRY
 
@@ -44,19 +43,12 @@ def _reference_bytes(n, length):
     return n * length * (3 * 4 + CENTRES + 2)
 
 
-def _run(name):
-    def run(*args):
-        with use_backend("reference" if name == "eager" else name):
-            return info_nce(*args)
-    return run
-
-
 def _make_case(n, height, width, device, dtype, backends, label):
     q, f, rest, grid_width = _problem(n, height, width, device, dtype)
     q_grad, f_grad = q.clone().requires_grad_(True), f.clone().requires_grad_(True)
     fwd, fwd_bwd = {}, {}
     for name in backends:
-        fn = _run(name)
+        fn = on_backend("reference" if name == "eager" else name, info_nce)
 
         def forward(fn=fn):
             with torch.no_grad():

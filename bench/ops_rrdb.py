@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from _harness import Case
-from spsr_fast.ops import backend as use_backend
+from _harness import Case, on_backend, without_grad
 from spsr_fast.ops import rrdb
 from spsr_fast.ops._backend import REGISTRY
 from spsr_fast.ops._reference import rrdb_reference
@@ -48,20 +47,6 @@ def rrdb_flops(batch: int, nf: int, gc: int, H: int, W: int) -> int:
     return 2 * macs_per_pixel * batch * H * W
 
 
-def _fused(name):
-    def run(x, weights, biases):
-        with use_backend(name):
-            return rrdb(x, weights, biases)
-    return run
-
-
-def _no_grad(fn):
-    def run():
-        with torch.no_grad():
-            return fn()
-    return run
-
-
 def _block_cases(device: str, quick: bool) -> list[Case]:
     ops = REGISTRY["dense_block"]
     impls = {"eager": rrdb_reference}
@@ -70,7 +55,7 @@ def _block_cases(device: str, quick: bool) -> list[Case]:
     for name in ("native", "triton"):
         # interpreted Triton on the CPU is a test tool, not a backend to time
         if ops.status(name, device)[0] and not (device == "cpu" and name == "triton"):
-            impls[name] = _fused(name)
+            impls[name] = on_backend(name, rrdb)
     out = []
     gc = 32
     for batch, nf, H, W, dtype in _block_shapes(device, quick):
@@ -81,7 +66,7 @@ def _block_cases(device: str, quick: bool) -> list[Case]:
         params = [x_grad, *weights, *biases]
 
         def forward(fn, x=x, weights=weights, biases=biases):
-            return _no_grad(lambda: fn(x, weights, biases))
+            return without_grad(lambda: fn(x, weights, biases))
 
         def forward_backward(fn, weights=weights, biases=biases, g=grad_out, params=params):
             def run():

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from _harness import Case
+from _harness import Case, on_backend, without_grad
 from spsr_fast.ops import backend as use_backend
-from ops_rrdb import _no_grad
 from spsr_fast.ops._backend import REGISTRY
 
 
@@ -41,8 +40,8 @@ def _model_cases(device: str, quick: bool) -> list[Case]:
             compiled = torch.compile(model, dynamic=False)
             compiled(x)  # compile outside the timed region
 
-        def on(backend_name, fn):
-            return _no_grad(lambda: _run_on(backend_name, fn, x))
+        def on(backend_name, fn, x=x):
+            return without_grad(lambda: on_backend(backend_name, fn)(x))
 
         variants = {"eager": on("reference", model), "compiled": on("reference", compiled)}
         for backend_name in ("native", "triton"):
@@ -52,11 +51,6 @@ def _model_cases(device: str, quick: bool) -> list[Case]:
                     reference="eager", compare_to="compiled", flops={"fwd": flops})
         out.append(case)
     return out
-
-
-def _run_on(backend_name, fn, x):
-    with use_backend(backend_name):
-        return fn(x)
 
 
 def cases(device: str, quick: bool = False) -> list[Case]:
