@@ -63,10 +63,10 @@ def without_grad(fn: Callable[[], object]) -> Callable[[], object]:
 
 
 def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes allocated by fn() on the CPU allocator, above what was live before it.
+    """Peak bytes that fn() allocates on the CPU allocator.
 
-    The profiler's memory events carry the allocator's running total since profiling
-    started, which is exactly the extra memory fn needs."""
+    Replays the profiler's allocation events, counting a free only when its block was
+    allocated inside fn (frees of older blocks, like a previous `.grad`, don't lower it)."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -76,9 +76,19 @@ def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
         prof.export_chrome_trace(path)
         with open(path) as f:
             events = json.load(f)["traceEvents"]
-    totals = [e["args"]["Total Allocated"] for e in events
-              if e.get("name") == "[memory]" and "Total Allocated" in e.get("args", {})]
-    return max(totals, default=0)
+    memory = sorted((e for e in events if e.get("name") == "[memory]" and "Bytes" in e.get("args", {})),
+                    key=lambda e: e["ts"])
+    live: dict[int, int] = {}
+    current = peak = 0
+    for event in memory:
+        address, size = event["args"]["Addr"], event["args"]["Bytes"]
+        if size > 0:
+            live[address] = size
+            current += size
+            peak = max(peak, current)
+        elif address in live:
+            current -= live.pop(address)
+    return peak
 
 
 def peak_bytes(fn: Callable[[], object], device: str) -> int:
