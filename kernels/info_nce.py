@@ -94,19 +94,22 @@ def _load_features(f_base, cand, cand_ok, dd, d_ok, sfl, sfd, ACC: tl.constexpr)
 
 
 @triton.jit
+def _row_tile(tile_img_ptr, tile_begin_ptr, tile_end_ptr, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's tile of query rows (all of one image) and the feature lanes."""
+    t = tl.program_id(0)
+    b = tl.load(tile_img_ptr + t)
+    rows = tl.load(tile_begin_ptr + t) + tl.arange(0, BLOCK_M)
+    dd = tl.arange(0, BLOCK_D)
+    return b, rows, rows < tl.load(tile_end_ptr + t), dd, dd < D
+
+
+@triton.jit
 def _forward_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr, tile_begin_ptr, tile_end_ptr,
                     loss_ptr, lse_ptr, L, D, K, W, radius, scale,
                     sqn, sqd, sfb, sfl, sfd, scn, sck, scc,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                     ACC: tl.constexpr, PRECISION: tl.constexpr):
-    t = tl.program_id(0)
-    b = tl.load(tile_img_ptr + t)
-    row_begin = tl.load(tile_begin_ptr + t)
-    row_end = tl.load(tile_end_ptr + t)
-    rows = row_begin + tl.arange(0, BLOCK_M)
-    row_ok = rows < row_end
-    dd = tl.arange(0, BLOCK_D)
-    d_ok = dd < D
+    b, rows, row_ok, dd, d_ok = _row_tile(tile_img_ptr, tile_begin_ptr, tile_end_ptr, D, BLOCK_M, BLOCK_D)
     src, q, _q_unit, _q_norm, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd,
                                                     ACC)
     f_base = f_ptr + b.to(tl.int64) * sfb
@@ -143,14 +146,7 @@ def _backward_dq_kernel(q_ptr, f_ptr, order_ptr, pos_ptr, cen_ptr, tile_img_ptr,
                         sqn, sqd, sfb, sfl, sfd, scn, sck, scc,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                         ACC: tl.constexpr, PRECISION: tl.constexpr):
-    t = tl.program_id(0)
-    b = tl.load(tile_img_ptr + t)
-    row_begin = tl.load(tile_begin_ptr + t)
-    row_end = tl.load(tile_end_ptr + t)
-    rows = row_begin + tl.arange(0, BLOCK_M)
-    row_ok = rows < row_end
-    dd = tl.arange(0, BLOCK_D)
-    d_ok = dd < D
+    b, rows, row_ok, dd, d_ok = _row_tile(tile_img_ptr, tile_begin_ptr, tile_end_ptr, D, BLOCK_M, BLOCK_D)
     src, q, q_unit, q_norm, positive = _load_rows(q_ptr, order_ptr, pos_ptr, rows, row_ok, dd, d_ok, sqn, sqd,
                                                   ACC)
     lse = tl.load(lse_ptr + src, mask=row_ok, other=0.0).to(ACC)
