@@ -20,6 +20,7 @@ import torch
 
 from .. import _extension
 from . import _backend
+from ._checks import check_image_batch
 from ._reference import DENSE_NEGATIVE_SLOPE, residual_dense_block_reference, rrdb_reference
 
 OPS = _backend.register(_backend.OpBackends(
@@ -35,12 +36,7 @@ TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 def check_inputs(x, weights, biases, blocks: int, what: str) -> None:
     """Clear errors naming the argument, before any kernel sees the input."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what}: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{what}: x must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"{what}: x must be a floating-point tensor, got {x.dtype}")
+    check_image_batch(x, what)
     n = blocks * CONVS_PER_BLOCK
     for name, seq in (("weights", weights), ("biases", biases)):
         if not isinstance(seq, Sequence) or len(seq) != n:

@@ -11,6 +11,7 @@ import torch
 
 from .. import _extension
 from . import _backend
+from ._checks import check_image_batch
 from ._reference import gradient_map_reference
 
 OPS = _backend.register(_backend.OpBackends(
@@ -24,12 +25,7 @@ OPS = _backend.register(_backend.OpBackends(
 
 def check_inputs(x, padding) -> None:
     """Clear errors naming the argument, before any kernel sees the input."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"gradient_map: x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"gradient_map: x must be 4-D (B, C, H, W), got shape {tuple(x.shape)}")
-    if not x.dtype.is_floating_point:
-        raise TypeError(f"gradient_map: x must be a floating-point tensor, got {x.dtype}")
+    check_image_batch(x, "gradient_map")
     if isinstance(padding, bool) or padding not in (1, 2):
         raise ValueError(f"gradient_map: padding must be 1 or 2, got {padding!r}")
 
