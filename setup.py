@@ -61,7 +61,10 @@ def pip_cuda_include_dirs(cuda_home):
 def extension():
     build_cuda, reason = cuda_build_decision()
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
-    cxx_flags = ["-O3", "-Wall", "-Wno-unknown-pragmas"]
+    # -fopenmp: ATen's at::parallel_for is an inline `#pragma omp parallel` in torch's
+    # headers; compiled without it every CPU kernel here would run on one thread.
+    cxx_flags = ["-O3", "-Wall", "-Wno-unknown-pragmas", "-fopenmp"]
+    link_flags = ["-fopenmp"]
     if build_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         print(f"spsr-fast: building spsr_fast._C with CPU and CUDA kernels ({reason})", flush=True)
@@ -70,10 +73,12 @@ def extension():
             sources,
             include_dirs=[os.path.join(ROOT, "csrc")] + pip_cuda_include_dirs(cuda_home()),
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]},
+            extra_link_args=link_flags,
         )
     print(f"spsr-fast: building spsr_fast._C CPU-only, no CUDA kernels ({reason})", flush=True)
     return cpp_extension.CppExtension(
-        "spsr_fast._C", sources, include_dirs=[os.path.join(ROOT, "csrc")], extra_compile_args={"cxx": cxx_flags}
+        "spsr_fast._C", sources, include_dirs=[os.path.join(ROOT, "csrc")], extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
     )
 
 

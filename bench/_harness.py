@@ -54,6 +54,21 @@ def on_backend(name: str, fn: Callable) -> Callable:
     return run
 
 
+def with_env(variable: str, value: str, fn: Callable) -> Callable:
+    """fn(*args) run with os.environ[variable] = value (restored after)."""
+    def run(*args, **kwargs):
+        old = os.environ.get(variable)
+        os.environ[variable] = value
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if old is None:
+                del os.environ[variable]
+            else:
+                os.environ[variable] = old
+    return run
+
+
 def without_grad(fn: Callable[[], object]) -> Callable[[], object]:
     """fn() run under torch.no_grad() (inference timings)."""
     def run():

@@ -2,14 +2,15 @@
 
 One RRDB (15 convs), inference ("fwd", under no_grad) and training ("fwd+bwd"), channels_last
 input: `eager` is the torch.cat formulation (spsr_fast.ops._reference.rrdb_reference),
-`compiled` its torch.compile (GPU), then every fused backend available on the device.
+`compiled` its torch.compile (GPU), then every fused backend available on the device; on the
+CPU `native` (Winograd convs, fused epilogues) and `native-direct` (oneDNN convs).
 Whole networks: bench/ops_rrdb_models.py.
 """
 from __future__ import annotations
 
 import torch
 
-from _harness import Case, on_backend, without_grad
+from _harness import Case, on_backend, with_env, without_grad
 from spsr_fast.ops import rrdb
 from spsr_fast.ops._backend import REGISTRY
 from spsr_fast.ops._reference import rrdb_reference
@@ -56,6 +57,9 @@ def _block_cases(device: str, quick: bool) -> list[Case]:
         # interpreted Triton on the CPU is a test tool, not a backend to time
         if ops.status(name, device)[0] and not (device == "cpu" and name == "triton"):
             impls[name] = on_backend(name, rrdb)
+    if device == "cpu" and "native" in impls:
+        # the same buffers with oneDNN convolutions instead of Winograd (float32 A/B)
+        impls["native-direct"] = with_env("SPSR_FAST_CPU_CONV", "direct", impls["native"])
     out = []
     gc = 32
     for batch, nf, H, W, dtype in _block_shapes(device, quick):

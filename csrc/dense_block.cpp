@@ -4,11 +4,18 @@
 // the first nf + k*gc channels of it and its epilogue writes lrelu(conv + bias) straight
 // into the next channel slice; conv5's epilogue writes 0.2*x5 + x_in straight into the
 // first nf channels of the next block's buffer (or, for the last block of an RRDB, the
-// outer residual 0.2*(0.2*x5 + x_in) + x into the output). No torch.cat, no separate
-// bias pass (the convolution adds it), no separate activation or residual pass.
+// outer residual 0.2*(0.2*x5 + x_in) + x into the output). No torch.cat. On the CPU in
+// float32 the convolutions are Winograd F(2x2, 3x3) with bias, activation and residuals in
+// their epilogues; elsewhere they are ATen's (oneDNN/cuDNN, which add the bias) followed by
+// one in-place epilogue pass.
 #include "dense_block.h"
 
 #include <torch/library.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "cpu/winograd_conv3x3.h"
 
 namespace spsr_fast {
 namespace {
@@ -61,6 +68,68 @@ at::Tensor conv3x3(const at::Tensor& input, const at::Tensor& weight, const at::
                          /*groups=*/1);
 }
 
+// SPSR_FAST_CPU_CONV: which convolution the CPU float32 path uses. winograd (default):
+// csrc/cpu/winograd_conv3x3 with the epilogues fused; direct: ATen's (oneDNN) convolution
+// with the epilogues as in-place passes, kept for A/B comparison.
+bool cpu_uses_winograd() {
+  const char* value = std::getenv("SPSR_FAST_CPU_CONV");
+  const std::string choice = value == nullptr ? "" : value;
+  TORCH_CHECK(choice.empty() || choice == "winograd" || choice == "direct",
+              "SPSR_FAST_CPU_CONV must be 'winograd' or 'direct', got '", choice, "'");
+  return choice != "direct";
+}
+
+// One 3x3 conv of the dense blocks with its epilogue: Winograd with the epilogue fused, or
+// ATen's convolution followed by the epilogue.
+class ConvStep {
+ public:
+  ConvStep(at::TensorList weights, at::TensorList biases, bool winograd)
+      : weights_(weights), biases_(biases), winograd_(winograd) {}
+
+  void operator()(int64_t index, const at::Tensor& input, const EpilogueArgs& epilogue, at::Tensor out) const {
+    if (winograd_) {
+      winograd_conv3x3_into(input, winograd_weight_transform(weights_[index]), biases_[index], epilogue, out);
+      return;
+    }
+    const at::Tensor y = conv3x3(input, weights_[index], biases_[index]);
+    switch (epilogue.kind) {
+      case ConvEpilogue::kBias:
+        out.copy_(y);
+        break;
+      case ConvEpilogue::kBiasLeakyRelu:
+        at::leaky_relu_out(out, y, epilogue.negative_slope);
+        break;
+      case ConvEpilogue::kResidual:
+        at::add_out(out, epilogue.res1, y, epilogue.scale);
+        break;
+      case ConvEpilogue::kResidual2:  // res2 + s*res1 + s^2*y: two passes over the output
+        at::add_out(out, epilogue.res2, epilogue.res1, epilogue.scale);
+        out.add_(y, epilogue.scale * epilogue.scale);
+        break;
+    }
+  }
+
+ private:
+  at::TensorList weights_, biases_;
+  bool winograd_;
+};
+
+EpilogueArgs leaky_relu_epilogue() {
+  EpilogueArgs e;
+  e.kind = ConvEpilogue::kBiasLeakyRelu;
+  e.negative_slope = kNegativeSlope;
+  return e;
+}
+
+EpilogueArgs residual_epilogue(double scale, const at::Tensor& res1, const at::Tensor& res2 = {}) {
+  EpilogueArgs e;
+  e.kind = res2.defined() ? ConvEpilogue::kResidual2 : ConvEpilogue::kResidual;
+  e.scale = scale;
+  e.res1 = res1;
+  e.res2 = res2;
+  return e;
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> dense_blocks(
@@ -69,19 +138,18 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> dense_blocks(
   const Geometry g = check_dense_blocks(x, weights, biases);
   const auto channels_last = at::MemoryFormat::ChannelsLast;
   const at::Tensor x_cl = x.contiguous(channels_last);
-  auto new_buffer = [&] {
-    return at::empty({g.batch, g.channels(), g.height, g.width},
-                     x.options().memory_format(channels_last));
+  auto new_buffer = [&](int64_t channels) {
+    return at::empty({g.batch, channels, g.height, g.width}, x.options().memory_format(channels_last));
   };
-  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(channels_last));
+  at::Tensor out = new_buffer(g.nf);
   std::vector<at::Tensor> kept;
   at::Tensor shared;  // inference: one buffer, reused by every block
   auto buffer_for = [&]() -> at::Tensor {
     if (keep_buffers) {
-      kept.push_back(new_buffer());
+      kept.push_back(new_buffer(g.channels()));
       return kept.back();
     }
-    if (!shared.defined()) shared = new_buffer();
+    if (!shared.defined()) shared = new_buffer(g.channels());
     return shared;
   };
   if (x.numel() == 0) {
@@ -89,34 +157,35 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> dense_blocks(
     return {out, kept};
   }
 
+  const ConvStep conv(weights, biases, x.device().is_cpu() && x.scalar_type() == at::kFloat && cpu_uses_winograd());
   at::Tensor buffer = buffer_for();
   buffer.narrow(1, 0, g.nf).copy_(x_cl);
-  at::Tensor block_input = x_cl;  // conv1 reads a dense tensor, not a strided slice
+  at::Tensor block_input = x_cl;  // conv1 reads a dense tensor where there is one
+  at::Tensor next_input;          // inference: the blocks' outputs, dense, reused
   for (int64_t block = 0; block < g.blocks; ++block) {
     const int64_t first = block * kConvsPerBlock;
     for (int64_t k = 0; k < 4; ++k) {
       const int64_t c_in = g.nf + k * g.gc;
-      const at::Tensor input = k == 0 ? block_input : buffer.narrow(1, 0, c_in);
-      at::Tensor slice = buffer.narrow(1, c_in, g.gc);
-      at::leaky_relu_out(slice, conv3x3(input, weights[first + k], biases[first + k]),
-                         kNegativeSlope);
+      conv(first + k, k == 0 ? block_input : buffer.narrow(1, 0, c_in), leaky_relu_epilogue(),
+           buffer.narrow(1, c_in, g.gc));
     }
-    const at::Tensor x5 = conv3x3(buffer, weights[first + 4], biases[first + 4]);
-    const at::Tensor block_x = buffer.narrow(1, 0, g.nf);
-    const bool last = block + 1 == g.blocks;
-    if (!last) {
-      // x5 is a tensor of its own, so the next block's input may overwrite this buffer
+    if (block + 1 == g.blocks) {
+      // conv5 + 0.2*x5 + x_in, and for an RRDB the outer 0.2*(..) + x, straight into the output
+      conv(first + 4, buffer, outer_residual ? residual_epilogue(residual_scale, block_input, x_cl)
+                                             : residual_epilogue(residual_scale, block_input), out);
+    } else if (keep_buffers) {
+      // x_in + 0.2*x5 straight into the next block's buffer
       at::Tensor next = buffer_for();
-      at::Tensor next_x = next.narrow(1, 0, g.nf);
-      at::add_out(next_x, block_x, x5, residual_scale);  // x_in + s*x5
+      conv(first + 4, buffer, residual_epilogue(residual_scale, block_input), next.narrow(1, 0, g.nf));
       buffer = next;
-      block_input = next_x;
-    } else if (outer_residual) {
-      // s*(s*x5 + x_in) + x, as x + s*x_in + s^2*x5: two passes over nf channels
-      at::add_out(out, x_cl, block_x, residual_scale);
-      out.add_(x5, residual_scale * residual_scale);
+      block_input = next.narrow(1, 0, g.nf);
     } else {
-      at::add_out(out, block_x, x5, residual_scale);
+      // One shared buffer: conv5 still reads x_in from it (3x3 neighbourhoods), so the block's
+      // output goes to a dense tensor of its own first, then into the buffer.
+      if (!next_input.defined()) next_input = new_buffer(g.nf);
+      conv(first + 4, buffer, residual_epilogue(residual_scale, block_input), next_input);
+      buffer.narrow(1, 0, g.nf).copy_(next_input);
+      block_input = next_input;
     }
   }
   return {out, kept};

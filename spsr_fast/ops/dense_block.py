@@ -6,14 +6,16 @@ or the residual 0.2*x5 + x_in (conv5, straight into the next RDB's buffer) or, f
 last conv of an RRDB, 0.2*(0.2*x5 + x_in) + x (into the output): no torch.cat and no
 separate bias/activation/residual passes.
 
-Backends: `native` = spsr_fast::dense_blocks in spsr_fast._C (ATen convolutions on the
-buffer slices: oneDNN on CPU, cuDNN on CUDA), `triton` = spsr_fast::dense_blocks_triton
+Backends: `native` = spsr_fast::dense_blocks in spsr_fast._C (CPU float32: Winograd
+F(2x2, 3x3) convolutions with the epilogues fused, csrc/cpu/winograd_conv3x3, or oneDNN with
+SPSR_FAST_CPU_CONV=direct; other CPU dtypes oneDNN; CUDA cuDNN, all on the buffer slices), `triton` = spsr_fast::dense_blocks_triton
 (implicit-GEMM conv with the fused epilogues, kernels/conv3x3.py), `reference` = the
 torch.cat formulation. Training saves only the buffers (one per RDB) and runs convolution
 backward on their slices, accumulating input gradients into one gradient buffer.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +33,7 @@ OPS = _backend.register(_backend.OpBackends(
 ))
 
 CONVS_PER_BLOCK = 5
+_HAS_WINOGRAD = _extension.has_kernel("conv3x3_winograd", "CPU")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -99,10 +102,26 @@ def _dense_blocks(x, weights, biases, residual_scale, blocks, outer_residual, wh
     return out.to(input_dtype)
 
 
+def _cpu_winograd(t: torch.Tensor) -> bool:
+    """Whether the CPU kernel ran this tensor's convs by Winograd (csrc/dense_block.cpp reads
+    and validates the same variable)."""
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and _HAS_WINOGRAD
+            and os.environ.get("SPSR_FAST_CPU_CONV", "winograd") != "direct")
+
+
 def _conv_backward(grad_output, inputs, weight):
-    return torch.ops.aten.convolution_backward(
+    """(input, weight, bias) gradients of a 3x3 conv with padding 1. By Winograd on the CPU in
+    float32, the input gradient is the conv of grad_output with the flipped, transposed
+    weight (2.25x fewer multiplies); the weight and bias gradients are ATen's."""
+    if not _cpu_winograd(grad_output):
+        return torch.ops.aten.convolution_backward(
+            grad_output, inputs, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
+            [True, True, True])
+    grad_input = torch.ops.spsr_fast.conv3x3_winograd(grad_output, weight.flip(2, 3).transpose(0, 1), None)
+    _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad_output, inputs, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-        [True, True, True])
+        [False, True, True])
+    return grad_input, grad_weight, grad_bias
 
 
 def dense_blocks_backward(grad_out, buffers, weights, residual_scale, outer_residual):
@@ -172,6 +191,13 @@ def _backward(ctx, grad_out, _grad_buffers):
         grad_out, buffers, weights, ctx.residual_scale, ctx.outer_residual)
     return grad_x, grad_weights, grad_biases, None, None, None
 
+
+def _fake_conv3x3_winograd(x, weight, bias):
+    return x.new_empty((x.shape[0], weight.shape[0], *x.shape[2:])).contiguous(memory_format=torch.channels_last)
+
+
+if _HAS_WINOGRAD:
+    torch.library.register_fake("spsr_fast::conv3x3_winograd")(_fake_conv3x3_winograd)
 
 if _extension.LOADED:
     torch.library.register_fake("spsr_fast::dense_blocks")(_fake_dense_blocks)
