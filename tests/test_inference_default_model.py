@@ -27,6 +27,26 @@ def test_interpolating_init_is_nearest_plus_blur_per_step():
     assert net.body[0].rdb1.conv1.weight.abs().sum() > 0 and net.conv_up1.weight[3:].abs().sum() > 0
 
 
+def test_spsrnet_interpolating_init_starts_as_the_same_interpolation():
+    """SPSRNet routes the RGB through its SR branch and the fusion (model.init: interpolating)."""
+    from spsr_fast.models import SPSRNet
+    from spsr_fast.train.stages import basicsr_init_
+    from spsr_fast.weights.identity_init import interpolating_init_
+
+    torch.manual_seed(0)
+    net = SPSRNet(nf=8, nb=2, gc=4, scale=4)
+    basicsr_init_(net)
+    interpolating_init_(net).eval()
+    x = torch.rand(2, 3, 9, 11)
+    with torch.no_grad():
+        grad_branch_map, sr, _ = net(x)
+        torch.testing.assert_close(sr, interpolating_rrdbnet(nf=8, nb=2, gc=4).eval()(x), rtol=1e-5, atol=1e-6)
+    # the gradient branch and the fusion RRDB still have their own (random) features
+    assert grad_branch_map.abs().sum() > 0 and net.fusion_block.rdb1.conv5.weight[:8].abs().sum() > 0
+    with pytest.raises(TypeError, match="RRDBNet or SPSRNet"):
+        interpolating_init_(torch.nn.Conv2d(3, 3, 3))
+
+
 def test_identity_init_cli_writes_a_loadable_model(tmp_path):
     from spsr_fast.weights.identity_init import main as init_main
 

@@ -208,3 +208,18 @@ def test_basicsr_init_keeps_rrdbs_and_resets_the_rest():
     assert torch.equal(before["body.0.rdb1.conv1.weight"], after["body.0.rdb1.conv1.weight"])
     assert torch.equal(before["fusion_block.rdb1.conv1.weight"], after["fusion_block.rdb1.conv1.weight"])
     assert after["conv_first.weight"].std() > 3 * before["conv_first.weight"].std()
+
+
+def test_interpolating_init_starts_the_generator_as_an_interpolator(images, tmp_path):
+    import torch.nn.functional as F
+
+    trainer = Trainer(tiny(images, tmp_path, **{"model.init": "interpolating"}))
+    lr = torch.rand(1, 3, 8, 8)
+    blur = torch.tensor([1.0, 2.0, 1.0])
+    blur = (torch.outer(blur, blur) / 16).expand(3, 1, 3, 3)
+    expected = lr
+    for _ in range(2):  # nearest x2 + [1 2 1] blur per step
+        expected = F.conv2d(F.interpolate(expected, scale_factor=2, mode="nearest"), blur, padding=1, groups=3)
+    with torch.no_grad():
+        sr = trainer.stage.sr_of(trainer.stage.generator.eval()(lr))
+    torch.testing.assert_close(sr, expected, rtol=1e-5, atol=1e-5)

@@ -46,8 +46,10 @@ class ModelConfig:
     gc: int = 32
     pretrained: Optional[str] = None     # SR-branch init: psnr-stage checkpoint or any RRDBNet file
     # authors: kaiming x0.1 on every conv (the authors' code); basicsr: x0.1 only inside the
-    # RRDBs, PyTorch's default elsewhere (trains much faster from scratch)
-    init: Literal["authors", "basicsr"] = "authors"
+    # RRDBs, PyTorch's default elsewhere (trains much faster from scratch); interpolating:
+    # basicsr plus RGB routed through so the output starts as an interpolation
+    # (spsr_fast/weights/identity_init.py)
+    init: Literal["authors", "basicsr", "interpolating"] = "authors"
     discriminator_nf: int = 64
 
 

@@ -131,8 +131,11 @@ class Stage:
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         generator = GENERATORS[cfg.model.arch](cfg)
-        if cfg.model.init == "basicsr":
+        if cfg.model.init in ("basicsr", "interpolating"):
             basicsr_init_(generator)
+        if cfg.model.init == "interpolating":
+            from ..weights.identity_init import interpolating_init_
+            interpolating_init_(generator)
         self.nets["G"] = self._to_device(generator)
         if cfg.model.pretrained:
             copied = init_sr_branch(self.nets["G"], cfg.model.pretrained)
