@@ -223,3 +223,23 @@ def test_interpolating_init_starts_the_generator_as_an_interpolator(images, tmp_
     with torch.no_grad():
         sr = trainer.stage.sr_of(trainer.stage.generator.eval()(lr))
     torch.testing.assert_close(sr, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_adversarial_ramp_scales_the_generator_gan_terms(images, tmp_path):
+    from spsr_fast.train.config import ConfigError
+    from spsr_fast.train.stages import adversarial_scale
+
+    cfg = tiny(images, tmp_path, **{"losses.adversarial_ramp_iters": 4})
+    assert [adversarial_scale(cfg.losses, s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert adversarial_scale(tiny(images, tmp_path).losses, 0) == 1.0
+    # same seed, same data: at step 0 the ramped terms are exactly 1/4 of the full ones
+    logs = []
+    for ramp, name in ((0, "full"), (4, "ramped")):
+        torch.manual_seed(0)
+        Trainer(tiny(images, tmp_path / name, **{"losses.adversarial_ramp_iters": ramp,
+                                                 "optim.total_iters": 1})).train()
+        logs.append(read_log(tmp_path / name / "t")[0])
+    for term in ("loss/l_g_gan", "loss/l_g_gan_grad"):
+        assert logs[1][term] == pytest.approx(logs[0][term] / 4, rel=1e-5), term
+    with pytest.raises(ConfigError, match="losses.adversarial_ramp_iters"):
+        tiny(images, tmp_path, **{"losses.adversarial_ramp_iters": -1})

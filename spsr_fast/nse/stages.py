@@ -19,7 +19,7 @@ from ..models import NSE, NSE_STRIDE, FeatureDiscriminator, VGGDiscriminator
 from ..ops import gradient_map
 from ..train.distributed import unwrap
 from ..train.profiling import nvtx_range
-from ..train.stages import GENERATORS, Stage, register_stage
+from ..train.stages import GENERATORS, Stage, adversarial_scale, register_stage
 from .checkpoint import load_trained_nse, make_head
 from .config import NSESection, StructureSection
 from .sampling import ContrastiveGeometry, JigsawGeometry
@@ -131,6 +131,7 @@ class StructureStage(Stage):
         plain = {k: unwrap(v) for k, v in self.nets.items() if k != "G"}
         for net in plain.values():
             net.requires_grad_(False)
+        adversarial = adversarial_scale(w, step)
         with nvtx_range("G forward"), runner.autocast():
             out = G(lr)
             sr = self.sr_of(out)
@@ -142,7 +143,7 @@ class StructureStage(Stage):
             if isinstance(out, tuple) and w.branch_weight > 0:
                 terms["l_g_branch"] = w.branch_weight * gradient_branch_loss(out[0], hr, w.branch_criterion)
             if "D" in plain:
-                terms["l_g_gan"] = w.gan_weight * ragan_generator_loss(plain["D"](hr), plain["D"](sr))
+                terms["l_g_gan"] = adversarial * w.gan_weight * ragan_generator_loss(plain["D"](hr), plain["D"](sr))
             pairs = {}
             if self._use_gradient_maps:
                 with torch.no_grad():
@@ -152,7 +153,7 @@ class StructureStage(Stage):
                 if w.gradient_pixel_weight > 0:
                     terms["l_g_pix_grad"] = w.gradient_pixel_weight * gradient_pixel_loss(sr, hr, sr_grad, hr_grad)
                 if "D_grad" in plain:
-                    terms["l_g_gan_grad"] = w.gradient_gan_weight * ragan_generator_loss(
+                    terms["l_g_gan_grad"] = adversarial * w.gradient_gan_weight * ragan_generator_loss(
                         plain["D_grad"](hr_grad), plain["D_grad"](sr_grad))
             sr_features, hr_features = self.structure.features(sr, hr)
             terms.update(self.structure.generator_terms(sr_features, hr_features, plain.get("D_struct")))

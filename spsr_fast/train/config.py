@@ -64,6 +64,10 @@ class LossConfig:
     gradient_gan_weight: float = 5e-3
     branch_weight: float = 0.5
     branch_criterion: Literal["l1", "l2"] = "l1"
+    # The generator's adversarial terms (gan_weight, gradient_gan_weight) ramp linearly from 0
+    # to full weight over the first N iterations; the discriminators train throughout. 0: full
+    # weight from the start (the paper). For short runs from scratch (configs/tiny_cpu.yaml).
+    adversarial_ramp_iters: int = 0
 
 
 @dataclass
@@ -252,6 +256,8 @@ def validate(cfg: Config, check_paths: bool = True) -> Config:
         raise ConfigError(f"run.ema_decay: must be in [0, 1), got {cfg.run.ema_decay}")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
+    if cfg.losses.adversarial_ramp_iters < 0:
+        raise ConfigError(f"losses.adversarial_ramp_iters: must be >= 0, got {cfg.losses.adversarial_ramp_iters}")
     if sorted(cfg.optim.milestones) != cfg.optim.milestones:
         raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
     if check_paths:

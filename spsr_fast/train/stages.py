@@ -200,6 +200,12 @@ class PSNRStage(Stage):
         return {"l_g_pix": l_pix.detach(), "l_g_total": l_pix.detach()}
 
 
+def adversarial_scale(losses, step: int) -> float:
+    """Factor on the generator's adversarial terms at `step` (losses.adversarial_ramp_iters)."""
+    ramp = losses.adversarial_ramp_iters
+    return 1.0 if ramp <= 0 else min(1.0, (step + 1) / ramp)
+
+
 def _set_requires_grad(net: nn.Module, flag: bool) -> None:
     for p in net.parameters():
         p.requires_grad_(flag)
@@ -265,6 +271,7 @@ class SPSRGStage(Stage):
         _set_requires_grad(D_grad_plain, False)
         with torch.no_grad():
             hr_grad = gradient_map(hr, padding=2)
+        adversarial = adversarial_scale(w, step)
         with nvtx_range("G forward"), runner.autocast():
             branch, sr, _ = G(lr)
             sr_grad = gradient_map(sr, padding=2)
@@ -278,9 +285,9 @@ class SPSRGStage(Stage):
             if w.branch_weight > 0:
                 terms["l_g_branch"] = w.branch_weight * gradient_branch_loss(branch, hr, w.branch_criterion)
             if w.gan_weight > 0:
-                terms["l_g_gan"] = w.gan_weight * ragan_generator_loss(D_plain(hr), D_plain(sr))
+                terms["l_g_gan"] = adversarial * w.gan_weight * ragan_generator_loss(D_plain(hr), D_plain(sr))
             if w.gradient_gan_weight > 0:
-                terms["l_g_gan_grad"] = w.gradient_gan_weight * ragan_generator_loss(
+                terms["l_g_gan_grad"] = adversarial * w.gradient_gan_weight * ragan_generator_loss(
                     D_grad_plain(hr_grad), D_grad_plain(sr_grad))
         l_g_total = sum(terms.values())
         terms["l_g_total"] = l_g_total
