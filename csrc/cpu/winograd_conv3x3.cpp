@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 namespace spsr_fast {
@@ -132,6 +133,9 @@ SPSR_VECTOR_CLONES void output_transform(const float* __restrict m, int64_t chan
   }
 }
 
+template <ConvEpilogue kKind>
+using EpilogueTag = std::integral_constant<ConvEpilogue, kKind>;
+
 void grow(std::vector<float>& scratch, int64_t size) {
   if (static_cast<int64_t>(scratch.size()) < size) scratch.resize(size);
 }
@@ -236,23 +240,15 @@ void winograd_conv3x3_into(const at::Tensor& input, const at::Tensor& transforme
                        out_channels);
       }
       const int64_t stride = n * out_channels;
-      switch (epilogue.kind) {
-        case ConvEpilogue::kBias:
-          output_transform<ConvEpilogue::kBias>(m.data(), out_channels, g, first, n, stride, bias_data, scale,
+      auto finish = [&](auto kind) {
+        output_transform<decltype(kind)::value>(m.data(), out_channels, g, first, n, stride, bias_data, scale,
                                                 slope, r1, r2, dst, sink.data(), zeros_data);
-          break;
-        case ConvEpilogue::kBiasLeakyRelu:
-          output_transform<ConvEpilogue::kBiasLeakyRelu>(m.data(), out_channels, g, first, n, stride, bias_data,
-                                                         scale, slope, r1, r2, dst, sink.data(), zeros_data);
-          break;
-        case ConvEpilogue::kResidual:
-          output_transform<ConvEpilogue::kResidual>(m.data(), out_channels, g, first, n, stride, bias_data, scale,
-                                                    slope, r1, r2, dst, sink.data(), zeros_data);
-          break;
-        case ConvEpilogue::kResidual2:
-          output_transform<ConvEpilogue::kResidual2>(m.data(), out_channels, g, first, n, stride, bias_data,
-                                                     scale, slope, r1, r2, dst, sink.data(), zeros_data);
-          break;
+      };
+      switch (epilogue.kind) {
+        case ConvEpilogue::kBias: finish(EpilogueTag<ConvEpilogue::kBias>{}); break;
+        case ConvEpilogue::kBiasLeakyRelu: finish(EpilogueTag<ConvEpilogue::kBiasLeakyRelu>{}); break;
+        case ConvEpilogue::kResidual: finish(EpilogueTag<ConvEpilogue::kResidual>{}); break;
+        case ConvEpilogue::kResidual2: finish(EpilogueTag<ConvEpilogue::kResidual2>{}); break;
       }
     }
   });
