@@ -8,9 +8,9 @@ separate bias/activation/residual passes.
 
 Backends: `native` = spsr_fast::dense_blocks in spsr_fast._C (CPU float32: Winograd
 F(2x2, 3x3) convolutions with the epilogues fused, csrc/cpu/winograd_conv3x3, or oneDNN with
-SPSR_FAST_CPU_CONV=direct; other CPU dtypes oneDNN; CUDA cuDNN, all on the buffer slices), `triton` = spsr_fast::dense_blocks_triton
-(implicit-GEMM conv with the fused epilogues, kernels/conv3x3.py), `reference` = the
-torch.cat formulation. Training saves only the buffers (one per RDB) and runs convolution
+SPSR_FAST_CPU_CONV=direct; other CPU dtypes oneDNN; CUDA cuDNN, all on the buffer slices),
+`triton` = spsr_fast::dense_blocks_triton (implicit-GEMM conv with the fused epilogues,
+kernels/conv3x3.py), `reference` = the torch.cat formulation. Training saves only the buffers (one per RDB) and runs convolution
 backward on their slices, accumulating input gradients into one gradient buffer.
 """
 from __future__ import annotations
@@ -113,14 +113,12 @@ def _conv_backward(grad_output, inputs, weight):
     """(input, weight, bias) gradients of a 3x3 conv with padding 1. By Winograd on the CPU in
     float32, the input gradient is the conv of grad_output with the flipped, transposed
     weight (2.25x fewer multiplies); the weight and bias gradients are ATen's."""
-    if not _cpu_winograd(grad_output):
-        return torch.ops.aten.convolution_backward(
-            grad_output, inputs, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-            [True, True, True])
-    grad_input = torch.ops.spsr_fast.conv3x3_winograd(grad_output, weight.flip(2, 3).transpose(0, 1), None)
-    _, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
+    winograd = _cpu_winograd(grad_output)
+    grad_input, grad_weight, grad_bias = torch.ops.aten.convolution_backward(
         grad_output, inputs, weight, [weight.shape[0]], [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-        [False, True, True])
+        [not winograd, True, True])
+    if winograd:
+        grad_input = torch.ops.spsr_fast.conv3x3_winograd(grad_output, weight.flip(2, 3).transpose(0, 1), None)
     return grad_input, grad_weight, grad_bias
 
 
