@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .upscale import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, add_model_arguments, build_upscaler
+from .upscale import EXIT_OK, EXIT_SOME_FAILED, add_model_arguments, build_upscaler
 
 HELP = "evaluate a model on HR images (LR by MATLAB bicubic): PSNR/SSIM on Y, LPIPS, vs bicubic"
 
@@ -30,20 +30,22 @@ def _row(name: str, scores) -> str:
 def run(args) -> int:
     import os
 
-    from spsr_fast.checkpoints import CheckpointError
     from spsr_fast.data.images import ImageReadError, list_images, read_image
     from spsr_fast.inference.evaluate import as_json, evaluate_image, image_name, mean_scores, side_by_side
     from spsr_fast.inference.io import ImageError, Picture, write_picture
+    from spsr_fast.inference.runner import TileOutOfMemoryError
     from spsr_fast.metrics import make_lpips
 
-    try:
-        paths = [args.hr] if os.path.isfile(args.hr) else list_images(args.hr)
-        if not paths:
-            raise FileNotFoundError(f"HR_DIR: no images in {args.hr}")
-        upscaler, model_path = build_upscaler(args)
-    except (FileNotFoundError, ValueError, CheckpointError) as error:
-        print(f"spsr-fast eval: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    # errors here (no such folder, no images, a bad model) end the command in cli.main, in one line
+    paths = [args.hr] if os.path.isfile(args.hr) else list_images(args.hr)
+    if not paths:
+        raise FileNotFoundError(f"HR_DIR: no images in {args.hr}")
+    if args.json and args.json != "-":
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not os.path.isdir(folder):  # found before the evaluation, not after it
+            raise FileNotFoundError(f"--json: the folder of {args.json} does not exist")
+    upscaler, model_path = build_upscaler(args)
+    upscaler.log = lambda message: print(f"spsr-fast eval: {message}", file=sys.stderr)
     lpips = None if args.no_lpips else make_lpips(upscaler.device)
     lp = " LPIPS " if lpips is not None else ""
     out = sys.stderr if args.json == "-" else sys.stdout
@@ -56,7 +58,12 @@ def run(args) -> int:
             print(f"FAILED {path}: {error}", file=sys.stderr)
             failed += 1
             continue
-        result = evaluate_image(upscaler, hr, image_name(path, args.hr), lpips, bool(args.save_comparisons))
+        try:
+            result = evaluate_image(upscaler, hr, image_name(path, args.hr), lpips, bool(args.save_comparisons))
+        except TileOutOfMemoryError as error:
+            print(f"FAILED {path}: {error}", file=sys.stderr)
+            failed += 1
+            continue
         results.append(result)
         if args.save_comparisons:
             target = os.path.join(args.save_comparisons, os.path.splitext(result.name)[0] + "_cmp.png")

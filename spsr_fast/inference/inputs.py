@@ -4,7 +4,8 @@ Arguments are files, folders (their images; recursive on request) or glob patter
 A missing path or a pattern matching nothing is a failure reported by name, not an
 abort. Results go next to their input with a suffix, or into an output folder (keeping
 the layout below a folder argument). A result never lands on an input file, and two
-inputs never share one result path.
+inputs never share one result path; the same holds for a job's companion file (the
+gradient map `<name>_grad.png`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from .io import EXTENSION_BY_FORMAT, FORMAT_BY_EXTENSION, is_image_path
 
 GLOB_CHARS = set("*?[")
+GRADIENT_SUFFIX = "_grad.png"
 
 
 @dataclass
@@ -22,6 +24,15 @@ class Job:
     source: str
     output: str | None
     error: str | None = None  # set when the job cannot run; reported by source path
+    gradient_output: str | None = None  # <output stem>_grad.png, when gradient maps are saved
+
+    @property
+    def outputs(self) -> list[str]:
+        return [p for p in (self.output, self.gradient_output) if p is not None]
+
+
+def gradient_path(output: str) -> str:
+    return os.path.splitext(output)[0] + GRADIENT_SUFFIX
 
 
 def _folder_images(folder: str, recursive: bool) -> list[str]:
@@ -76,8 +87,18 @@ def output_path(source: str, base: str | None, out_dir: str | None, suffix: str,
     return os.path.join(out_dir, name)
 
 
+def _conflict(target: str, protected: set[str], claimed: dict[str, str]) -> str | None:
+    key = os.path.realpath(target)
+    if key in protected:
+        return f"output {target} would replace an input image (choose another --suffix or -o folder)"
+    if key in claimed:
+        return f"output {target} is already an output of {claimed[key]}"
+    return None
+
+
 def plan_jobs(arguments: list[str], out_dir: str | None, suffix: str, fmt: str | None,
-              recursive: bool) -> list[Job]:
+              recursive: bool, gradient_maps: bool = False) -> list[Job]:
+    """One job per input; `gradient_maps` gives each job its `_grad.png` companion too."""
     inputs = expand_inputs(arguments, recursive)
     protected = {os.path.realpath(p) for p, _, error in inputs if error is None}
     claimed: dict[str, str] = {}
@@ -87,13 +108,10 @@ def plan_jobs(arguments: list[str], out_dir: str | None, suffix: str, fmt: str |
             jobs.append(Job(source, None, error))
             continue
         target = output_path(source, base, out_dir, suffix, fmt)
-        key = os.path.realpath(target)
-        if key in protected:
-            jobs.append(Job(source, target, f"output {target} would replace an input image "
-                                            "(choose another --suffix or -o folder)"))
-        elif key in claimed:
-            jobs.append(Job(source, target, f"output {target} is already the output of {claimed[key]}"))
-        else:
-            claimed[key] = source
-            jobs.append(Job(source, target))
+        job = Job(source, target, gradient_output=gradient_path(target) if gradient_maps else None)
+        for path in job.outputs:
+            job.error = job.error or _conflict(path, protected, claimed)
+        if job.error is None:
+            claimed.update((os.path.realpath(path), source) for path in job.outputs)
+        jobs.append(job)
     return jobs

@@ -289,9 +289,12 @@ def write_picture(path: str, picture: Picture, fmt: str | None = None, overwrite
     if not overwrite and os.path.exists(path):
         raise ImageError(path, "output exists (use --overwrite to replace it)")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part",
-                                         delete=False)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part",
+                                             delete=False)
+    except OSError as error:
+        raise ImageError(path, f"cannot write in {folder}: {error.strerror or error}") from None
     temp = handle.name
     try:
         with handle:

@@ -1,16 +1,20 @@
 """The inference runner: device, precision, memory layout, tile size, and what to do
 with alpha, gray and 16-bit pictures.
 
-Policy (DESIGN.md 5): on a GPU, bf16 autocast (fp16 where bf16 is unsupported),
-channels_last and the fused kernels; on the CPU, fp32 channels_last with the CPU
-kernels on every core. `precision="fp32"` turns autocast off. The tile size is chosen
-from free memory unless given; an image that fits one tile is not tiled.
+Policy (docs/ARCHITECTURE.md 5): on a GPU, bf16 autocast where the GPU computes bf16
+natively (compute capability 8.0+; fp16 on older GPUs, which only emulate bf16),
+channels_last and the fused kernels; on the CPU, fp32 channels_last with the CPU kernels
+on every CPU this process may use. `precision="fp32"` turns autocast off. Pictures written
+with 16 bits per sample run the layers that carry the image in fp32 (image_path.py), so
+they keep more than 8 bits under autocast. The tile size is chosen from free memory unless
+given; an image that fits one tile is not tiled; a tile that runs out of device memory is
+retried at half the size, down to a floor.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,13 +24,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import has_native_bf16
+from .cpus import available_cpus
+from .image_path import exact_fp32_convolutions, with_fp32_image_path
 from .io import Picture, with_pixels
 from .tiling import tile_starts, tiled_forward
+
+logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TILE_MULTIPLE = 8
 MAX_AUTO_TILE = {"cuda": 512, "cpu": 512}
+MIN_TILE = 4 * TILE_MULTIPLE  # out-of-memory retries halve the tile down to this (or 2 x overlap)
+
+
+class TileOutOfMemoryError(RuntimeError):
+    """Even the smallest tile tried did not fit in the device's memory."""
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -38,6 +52,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got {device!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device: CUDA was asked for but torch sees no GPU (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device: {device} does not exist; torch sees {torch.cuda.device_count()} GPU(s) "
+                         f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
     return device
 
 
@@ -47,7 +64,8 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         if device.type != "cuda":
             return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # the target device's own capability: bf16 that is only emulated (sm < 80) is slow
+        return torch.bfloat16 if has_native_bf16(device) else torch.float16
     if device.type == "cpu" and precision == "fp16":
         raise ValueError("precision: fp16 is not supported on the CPU (use fp32 or bf16)")
     return _DTYPES[precision]
@@ -83,16 +101,17 @@ def _outputs(result, with_gradient: bool) -> tuple[torch.Tensor, ...]:
     return (result,)
 
 
-def bytes_per_input_pixel(model: nn.Module, dtype: torch.dtype) -> float:
+def bytes_per_input_pixel(model: nn.Module, dtype: torch.dtype, fp32_image_path: bool = False) -> float:
     """Rough peak activation bytes per low-resolution pixel of one forward (no autograd):
     the widest feature maps live at the output resolution (SPSRNet: two branches and a
-    2*nf fusion block there)."""
+    2*nf fusion block there); with the fp32 image path they are float32."""
     config = getattr(model, "config", None) or {}
     nf, gc, scale = config.get("nf", 64), config.get("gc", 32), config.get("scale", 4)
     element = torch.finfo(dtype).bits // 8
+    hr_element = 4 if fp32_image_path else element
     hr_channels = (4 * nf + 4 * gc) if getattr(model, "arch", "") == "SPSRNet" else (2 * nf + gc)
     lr_channels = 4 * nf + 4 * gc
-    return element * (scale * scale * hr_channels + lr_channels) * 1.5
+    return (hr_element * scale * scale * hr_channels + element * lr_channels) * 1.5
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -109,11 +128,12 @@ def free_memory_bytes(device: torch.device) -> int:
     return 4 << 30
 
 
-def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int) -> int:
+def auto_tile(model: nn.Module, device: torch.device, dtype: torch.dtype, batch: int,
+              fp32_image_path: bool = False) -> int:
     """The largest tile (multiple of 8, at most 512) whose batch fits in
     half the free memory, by the estimate of bytes_per_input_pixel."""
     budget = free_memory_bytes(device) * 0.5
-    pixels = budget / (bytes_per_input_pixel(model, dtype) * max(batch, 1))
+    pixels = budget / (bytes_per_input_pixel(model, dtype, fp32_image_path) * max(batch, 1))
     side = int(pixels ** 0.5) // TILE_MULTIPLE * TILE_MULTIPLE
     return max(TILE_MULTIPLE * 4, min(side, MAX_AUTO_TILE[device.type]))
 
@@ -139,17 +159,21 @@ class UpscaleResult:
     gradient_map: np.ndarray | None  # H x W x 3 float32, the gradient branch's prediction
     seconds: float
     tiles: int
+    fp32_image_path: bool = False  # the layers that carry the image ran in fp32 under autocast
 
 
 class Upscaler:
     """Runs a super-resolution network on pictures of any size.
 
     `tile=None` picks the tile size from free memory, `tile=0` never tiles.
-    `alpha="bicubic"` upscales the alpha channel bicubically, `"model"` with the network."""
+    `alpha="bicubic"` upscales the alpha channel bicubically, `"model"` with the network.
+    `threads` (CPU): default, every CPU this process may use (cpus.available_cpus).
+    `log(message)` reports out-of-memory retries (default: this module's logger)."""
 
     def __init__(self, model: nn.Module, device=None, precision: str = "auto", channels_last: bool = True,
                  tile: int | None = None, tile_overlap: int = 16, tile_batch: int | None = None,
-                 compile: bool = False, alpha: str = "bicubic", threads: int | None = None):
+                 compile: bool = False, alpha: str = "bicubic", threads: int | None = None,
+                 log: Callable[[str], None] | None = None):
         if alpha not in ("bicubic", "model"):
             raise ValueError(f"alpha must be 'bicubic' or 'model', got {alpha!r}")
         if tile is not None and tile < 0:
@@ -158,10 +182,12 @@ class Upscaler:
             raise ValueError(f"tile_batch must be >= 1, got {tile_batch}")
         if tile_overlap < 0:
             raise ValueError(f"tile_overlap must be >= 0, got {tile_overlap}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(precision, self.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+            torch.set_num_threads(threads or available_cpus())
         self.channels_last = channels_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model = model.eval().to(self.device).to(memory_format=self.memory_format)
@@ -173,54 +199,118 @@ class Upscaler:
         self.has_gradient_branch = getattr(model, "arch", None) == "SPSRNet"
         self.tile_batch = tile_batch or (4 if self.device.type == "cuda" else 1)
         self.auto_tile = tile is None  # auto: the largest tile that fits, balanced per image
-        self.tile = auto_tile(model, self.device, self.dtype, self.tile_batch) if tile is None else tile
-        if self.tile and self.tile % self.multiple:
-            raise ValueError(f"tile must be a multiple of {self.multiple} for this model, got {self.tile}")
-        if self.tile and tile_overlap >= self.tile:
-            raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile ({self.tile})")
+        if tile is None:
+            # per kind of run (False: autocast throughout, True: fp32 image path), lowered on out of memory
+            self._max_tile = {precise: auto_tile(model, self.device, self.dtype, self.tile_batch, precise)
+                              for precise in (False, True)}
+        else:
+            self._max_tile = {False: tile, True: tile}
+        if tile and tile % self.multiple:
+            raise ValueError(f"tile must be a multiple of {self.multiple} for this model, got {tile}")
+        if tile and tile_overlap >= tile:
+            raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile ({tile})")
         self.tile_overlap = tile_overlap
         self.alpha_mode = alpha
         self.compiled = compile
-        # On a GPU, "reduce-overhead" replays CUDA graphs: tiles (and padded batches) all have one shape
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
-        self._forward_model = torch.compile(model, dynamic=False, mode=mode) if compile else model
+        self.log = log or logger.warning
+        self._networks: dict[bool, nn.Module] = {}
+
+    @property
+    def tile(self) -> int:
+        """The largest tile of a run under the chosen precision (0: never tiled)."""
+        return self._max_tile[False]
 
     @property
     def dtype_name(self) -> str:
         return str(self.dtype).replace("torch.", "")
+
+    @property
+    def reduced_precision(self) -> bool:
+        return self.dtype != torch.float32
+
+    def _network(self, precise: bool) -> nn.Module:
+        """The model to call: as is, or its view with the image path in fp32; compiled on request."""
+        if precise not in self._networks:
+            network = with_fp32_image_path(self.model) if precise else self.model
+            if self.compiled:
+                # On a GPU, "reduce-overhead" replays CUDA graphs: tiles (and padded batches) all have one shape
+                mode = "reduce-overhead" if self.device.type == "cuda" else None
+                network = torch.compile(network, dynamic=False, mode=mode)
+            self._networks[precise] = network
+        return self._networks[precise]
 
     def _autocast(self):
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _forward(self, batch: torch.Tensor, with_gradient: bool) -> tuple[torch.Tensor, ...]:
+    def _forward(self, network: nn.Module, batch: torch.Tensor, with_gradient: bool,
+                 precise: bool) -> tuple[torch.Tensor, ...]:
         x = batch.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
         graphs = self.compiled and self.device.type == "cuda"
         if graphs:
             torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are copied out already
-        with torch.inference_mode(), self._autocast():
-            outs = _outputs(self._forward_model(x), with_gradient)
+        exact = exact_fp32_convolutions(self.device) if precise else contextlib.nullcontext()
+        with torch.inference_mode(), self._autocast(), exact:
+            outs = _outputs(network(x), with_gradient)
             # CUDA graph outputs are overwritten by the next replay: fp32 ones are cloned (float() would not copy)
             return tuple(o.clone() if graphs and o.dtype == torch.float32 else o.float() for o in outs)
 
+    def _tile_for(self, height: int, width: int, precise: bool) -> int:
+        """The tile for one image: the largest allowed, balanced over the image when automatic."""
+        tile = self._max_tile[precise] or max(height, width)
+        if self.auto_tile:
+            tile = balanced_tile(max(height, width), tile, min(self.tile_overlap, tile - 1),
+                                 max(TILE_MULTIPLE, self.multiple))
+        return max(self.multiple, tile)
+
+    def _smaller_tile(self, tile: int) -> int | None:
+        """Half of `tile` (a multiple of 8 and of the model's input multiple), not below
+        MIN_TILE or twice the overlap; None when `tile` is already that small."""
+        step = max(TILE_MULTIPLE, self.multiple)
+        floor = max(MIN_TILE, math.ceil(2 * self.tile_overlap / step) * step)
+        smaller = max(floor, tile // 2 // step * step)
+        return smaller if smaller < tile else None
+
     def upscale_tensor(self, image: torch.Tensor, with_gradient: bool = False,
-                       progress: Callable[[int, int], None] | None = None) -> tuple[list[torch.Tensor], int]:
+                       progress: Callable[[int, int], None] | None = None,
+                       precise: bool = False) -> tuple[list[torch.Tensor], int]:
         """C=3 x H x W float in [0, 1] (CPU) -> ([sr, (gradient map)], number of tiles);
-        outputs are float32 CPU tensors 3 x sH x sW (sr clamped to [0, 1])."""
+        outputs are float32 CPU tensors 3 x sH x sW (sr clamped to [0, 1]). `precise`: run the
+        image path in fp32 (for 16-bit outputs), and float32 convolutions in IEEE fp32, not TF32.
+        A tile that runs out of device memory is retried at half the size (logged), and the
+        smaller tile is kept for later calls; TileOutOfMemoryError when even the floor fails."""
+        network = self._network(precise and self.reduced_precision)
         _, height, width = image.shape
         pad_h, pad_w = -height % self.multiple, -width % self.multiple
         if pad_h or pad_w:
             image = F.pad(image[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
-        tile = self.tile or max(image.shape[1:])
-        if self.auto_tile:
-            tile = balanced_tile(max(image.shape[1:]), tile, min(self.tile_overlap, tile - 1),
-                                 max(TILE_MULTIPLE, self.multiple))
-        tile = max(self.multiple, tile)
-        overlap = min(self.tile_overlap, tile - 1) if self.tile else 0
-        # one tile per axis when the image fits; keep the shape static for compiled models
-        outs = tiled_forward(lambda t: self._forward(t, with_gradient), image.float(), self.scale, tile,
-                             overlap, self.tile_batch, progress, pad_batch=self.compiled)
+        image = image.float()
+        while True:
+            tile = self._tile_for(image.shape[1], image.shape[2], precise)
+            overlap = min(self.tile_overlap, tile - 1) if self._max_tile[precise] else 0
+            try:
+                # one tile per axis when the image fits; keep the shape static for compiled models
+                outs = tiled_forward(lambda t: self._forward(network, t, with_gradient, precise), image, self.scale,
+                                     tile, overlap, self.tile_batch, progress, pad_batch=self.compiled)
+                break
+            except torch.OutOfMemoryError:
+                pass
+            # here, not in the except block: its traceback would keep the failed tiles' tensors alive
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if not self._max_tile[precise]:
+                raise TileOutOfMemoryError(f"out of memory on {self.device} with the whole image as one tile "
+                                           "(tiling is off: --tile 0); allow tiling with --tile N")
+            used = min(tile, max(image.shape[1:]))  # a tile never exceeds the image
+            smaller = self._smaller_tile(used)
+            if smaller is None:
+                raise TileOutOfMemoryError(
+                    f"out of memory on {self.device} even with tile {used}, the smallest tried "
+                    f"(batch {self.tile_batch}); lower --tile-batch, free device memory or use --device cpu")
+            self.log(f"out of memory on {self.device} with tile {used}: retrying with tile {smaller} "
+                     "(kept for the images that follow)")
+            self._max_tile[precise] = smaller
         tiles = len(tile_starts(image.shape[1], tile, overlap)) * len(tile_starts(image.shape[2], tile, overlap))
         s = self.scale
         outs = [o[:, :height * s, :width * s] for o in outs]
@@ -228,24 +318,27 @@ class Upscaler:
         return outs, tiles
 
     def upscale_picture(self, picture: Picture, with_gradient: bool = False,
-                        progress: Callable[[int, int], None] | None = None) -> UpscaleResult:
+                        progress: Callable[[int, int], None] | None = None,
+                        precise: bool | None = None) -> UpscaleResult:
         """Upscales colour (or gray, via RGB) pixels with the network and the alpha channel
         premultiplied: the network sees colour x alpha, so the invisible colour under
         transparent pixels cannot bleed into the edges, and the result is divided by the
-        upscaled alpha again."""
+        upscaled alpha again. `precise` (default: for 16-bit pictures): fp32 image path."""
         start = time.perf_counter()
+        precise = picture.bits > 8 if precise is None else precise
         pixels = torch.from_numpy(picture.pixels).permute(2, 0, 1)
         if picture.gray:
             pixels = pixels.expand(3, -1, -1)
         alpha = None if picture.alpha is None else torch.from_numpy(picture.alpha)[None]
         if alpha is not None:
             pixels = pixels * alpha
-        outs, tiles = self.upscale_tensor(pixels.contiguous(), with_gradient, progress)
+        outs, tiles = self.upscale_tensor(pixels.contiguous(), with_gradient, progress, precise)
         sr = outs[0]
         hr_alpha = None
         if alpha is not None:
             if self.alpha_mode == "model":
-                hr_alpha = self.upscale_tensor(alpha.expand(3, -1, -1).contiguous())[0][0].mean(0, keepdim=True).clamp_(0, 1)
+                hr_alpha = self.upscale_tensor(alpha.expand(3, -1, -1).contiguous(), precise=precise)[0][0]
+                hr_alpha = hr_alpha.mean(0, keepdim=True).clamp_(0, 1)
             else:
                 hr_alpha = bicubic_upscale(alpha, self.scale)
             visible = hr_alpha > 0.5 / 255
@@ -255,5 +348,5 @@ class Upscaler:
         result = with_pixels(picture, sr.permute(1, 2, 0).contiguous().numpy(),
                              None if hr_alpha is None else hr_alpha[0].numpy())
         gradient = outs[1].permute(1, 2, 0).contiguous().numpy() if with_gradient else None
-        return UpscaleResult(result, gradient, time.perf_counter() - start, tiles)
-
+        return UpscaleResult(result, gradient, time.perf_counter() - start, tiles,
+                             precise and self.reduced_precision)
