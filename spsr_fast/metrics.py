@@ -1,5 +1,7 @@
-"""Evaluation metrics (DESIGN.md 6): PSNR and SSIM on Y of YCbCr with `shave` border pixels
-removed, and LPIPS (AlexNet, v0.1) when the `lpips` package and its weights are present.
+"""Evaluation metrics (docs/ARCHITECTURE.md 6): PSNR and SSIM on Y of YCbCr with `shave` border
+pixels removed, and LPIPS (AlexNet, v0.1) when the `lpips` package is installed: its linear
+layers ship with the package, its AlexNet trunk is torchvision's ImageNet file, fetched on first
+use into the torch hub cache (spsr_fast/losses/pretrained.py).
 
 PSNR/SSIM follow the usual SR benchmark code: Y = 16 + 65.481 R + 128.553 G + 24.966 B for RGB in
 [0, 1] (so Y is in [16, 235]); SSIM with an 11x11 Gaussian window (sigma 1.5), K1 = 0.01,
@@ -11,9 +13,12 @@ import importlib.util
 import logging
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
+
+from .losses.pretrained import PretrainedWeightsUnavailable, torchvision_state_dict
 
 log = logging.getLogger("spsr_fast.metrics")
 
@@ -63,35 +68,60 @@ def ssim_y(sr: torch.Tensor, hr: torch.Tensor, shave: int = 4) -> float:
     return ssim_map.mean().item()
 
 
-def _alexnet_cache_file() -> str:
+class LPIPSUnavailable(PretrainedWeightsUnavailable):
+    """LPIPS cannot run here; the message (one line) says why and how to fix it."""
+
+
+def _alexnet_weights():
     from torchvision.models import AlexNet_Weights
 
-    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(AlexNet_Weights.IMAGENET1K_V1.url))
+    return AlexNet_Weights.IMAGENET1K_V1
 
 
-def lpips_unavailable_reason() -> str | None:
-    """None when LPIPS can run offline, else why not."""
-    spec = importlib.util.find_spec("lpips")
-    if spec is None:
-        return "the `lpips` package is not installed (pip install lpips)"
-    linear = os.path.join(os.path.dirname(spec.origin), "weights", "v0.1", "alex.pth")
-    if not os.path.isfile(linear):
-        return f"the lpips v0.1 AlexNet linear weights are missing ({linear})"
-    if not os.path.isfile(_alexnet_cache_file()):
-        return f"torchvision's AlexNet ImageNet weights are not in the cache ({_alexnet_cache_file()})"
-    return None
+def _linear_weights_file(package_dir: str) -> str:
+    return os.path.join(package_dir, "weights", "v0.1", "alex.pth")
+
+
+def _load_alexnet_trunk(trunk: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy torchvision AlexNet weights ("features.N.weight") into lpips' trunk, whose slices
+    hold the modules of alexnet().features under their original indices."""
+    params = {f"features.{index}.{name}": p
+              for part in trunk.children() for index, module in part.named_children()
+              for name, p in module.named_parameters(recurse=False)}
+    missing = [k for k in params if k not in state or state[k].shape != params[k].shape]
+    if missing:
+        raise LPIPSUnavailable(f"LPIPS: the AlexNet weights lack {', '.join(missing[:4])}")
+    with torch.no_grad():
+        for key, p in params.items():
+            p.copy_(state[key])
 
 
 class LPIPS:
-    """LPIPS (AlexNet, v0.1) on [0, 1] RGB; inputs are mapped to [-1, 1]. Never downloads."""
+    """LPIPS (AlexNet, v0.1) on [0, 1] RGB; inputs are mapped to [-1, 1]. `backbone="random"`
+    (tests of the plumbing only) leaves the AlexNet trunk random instead of fetching it."""
 
-    def __init__(self, device="cpu"):
-        reason = lpips_unavailable_reason()
-        if reason is not None:
-            raise RuntimeError(f"LPIPS unavailable: {reason}")
+    def __init__(self, device="cpu", backbone: str = "torchvision"):
+        spec = importlib.util.find_spec("lpips")
+        if spec is None:
+            raise LPIPSUnavailable("LPIPS: the `lpips` package is not installed (pip install lpips)")
+        linear = _linear_weights_file(os.path.dirname(spec.origin))
+        if not os.path.isfile(linear):
+            raise LPIPSUnavailable(f"LPIPS: the lpips package lacks its v0.1 AlexNet linear weights "
+                                   f"({linear}); reinstall it (pip install --force-reinstall lpips)")
+        if backbone not in ("torchvision", "random"):
+            raise ValueError(f"LPIPS: backbone must be 'torchvision' or 'random', got {backbone!r}")
+        state = None
+        if backbone == "torchvision":
+            state = torchvision_state_dict(_alexnet_weights(), "LPIPS", None, LPIPSUnavailable)
         import lpips
 
-        self.net = lpips.LPIPS(net="alex", version="0.1", verbose=False).to(device).eval()
+        with warnings.catch_warnings():
+            # lpips builds its trunk with torchvision's deprecated `pretrained=False`; we load it.
+            warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+            net = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+        if state is not None:
+            _load_alexnet_trunk(net.net, state)
+        self.net = net.to(device).eval()
 
     @torch.no_grad()
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor) -> float:
@@ -101,9 +131,10 @@ class LPIPS:
 
 
 def make_lpips(device="cpu") -> LPIPS | None:
-    """An LPIPS metric, or None after one logged note saying why it is unavailable."""
-    reason = lpips_unavailable_reason()
-    if reason is not None:
-        log.warning("LPIPS is skipped: %s", reason)
+    """An LPIPS metric, or None after one logged line saying why it is unavailable (LPIPS is
+    an optional metric: validation and `spsr-fast eval` go on without it)."""
+    try:
+        return LPIPS(device)
+    except LPIPSUnavailable as exc:
+        log.warning("%s; LPIPS is skipped", exc)
         return None
-    return LPIPS(device)

@@ -344,3 +344,55 @@ def test_dict_without_weights(tmp_path):
     torch.save({"epoch": 3, "lr": 1e-4}, tmp_path / "meta.pth")
     with pytest.raises(CheckpointError, match=r"holds no state dict of tensors \(top-level keys: epoch, lr\)"):
         load_model(tmp_path / "meta.pth")
+
+
+# ---------------------------------------------------------------------------- atomic writes
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX folder fsync")
+@pytest.mark.parametrize("writer", ["save_model", "trainer_checkpoint"])
+def test_writes_sync_the_file_then_rename_then_sync_the_folder(tmp_path, monkeypatch, writer):
+    """A rename is only durable once the folder holding the new entry is synced too."""
+    import stat
+
+    from spsr_fast.train import checkpoint as train_checkpoint
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    if writer == "save_model":
+        save_model(RRDBNet(nf=4, nb=1, gc=4), tmp_path / "m.safetensors")
+        name = "m.safetensors"
+    else:
+        train_checkpoint.atomic_save({"step": 1}, str(tmp_path / "step_00000001.pt"))
+        name = "step_00000001.pt"
+    assert events == [("fsync", "file"), ("replace", name), ("fsync", "folder")]
+    assert sorted(os.listdir(tmp_path)) == [name]  # no temporary file left behind
+    # files get the usual permissions (umask), not mkstemp's owner-only 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o666 & ~umask
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from spsr_fast.checkpoints.files import write_atomic
+
+    target = tmp_path / "m.bin"
+    target.write_bytes(b"old")
+
+    def fail(tmp):
+        with open(tmp, "wb") as fh:
+            fh.write(b"half")
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, fail)
+    assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["m.bin"]

@@ -105,6 +105,35 @@ def test_sr_branch_initialised_from_rrdbnet():
         spsr.load_sr_branch(RRDBNet(nf=8, nb=2, gc=8))
 
 
+def test_sr_branch_needs_every_tensor_and_names_what_is_wrong():
+    """An RRDBNet nb=1 x2 into an SPSRNet nb=3 x4 shares only some names and shapes: nothing is
+    copied, and the error names the missing blocks and the missing x4 up-conv."""
+    torch.manual_seed(0)
+    spsr = SPSRNet(nf=8, nb=3, gc=8, scale=4)
+    before = {k: v.clone() for k, v in spsr.state_dict().items()}
+    source = RRDBNet(nf=8, nb=1, gc=8, scale=2).state_dict()
+    with pytest.raises(ValueError) as info:
+        spsr.load_sr_branch(source)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "missing 62 tensors of body.1, body.2, conv_up2" in message
+    assert all(torch.equal(before[k], v) for k, v in spsr.state_dict().items())
+    # mis-shaped (another nf) and foreign keys are named too
+    wide = RRDBNet(nf=16, nb=3, gc=8).state_dict()
+    with pytest.raises(ValueError, match=r"differ in shape.*conv_first.weight \(16, 3, 3, 3\) vs \(8, 3, 3, 3\)"):
+        spsr.load_sr_branch(wide)
+    extra = dict(RRDBNet(nf=8, nb=3, gc=8).state_dict(), **{"attention.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="unexpected 1 tensors of attention"):
+        spsr.load_sr_branch(extra)
+    with pytest.raises(ValueError, match="pixel-unshuffle"):
+        spsr.load_sr_branch(RRDBNet(nf=8, nb=3, gc=8, scale=2, unshuffle=2))
+    # a state dict that fits copies every SR-branch tensor, as the module does
+    fits = RRDBNet(nf=8, nb=3, gc=8).state_dict()
+    copied = spsr.load_sr_branch(fits)
+    assert sorted(copied) == sorted(k for k in fits if not k.startswith("conv_last."))
+    assert all(torch.equal(spsr.state_dict()[k], fits[k]) for k in copied)
+
+
 # ---------------------------------------------------------------------------- init
 
 def test_generator_init_is_kaiming_times_point_one():

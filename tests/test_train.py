@@ -25,6 +25,18 @@ def _write_images(folder, count, size, seed):
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"img{k:02d}.png")
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No network in tests: validation's LPIPS finds an empty torch hub cache and no download."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+    def no_download(url, *args, **kwargs):
+        raise urllib.error.URLError("tests run offline")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+
+
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("imgs")
@@ -183,6 +195,28 @@ def test_sr_branch_initialised_from_psnr_checkpoint(images, tmp_path):
     for k in ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.bias", "conv_hr.weight"):
         assert torch.equal(source[k], target[k]), k
     assert not torch.equal(source["conv_last.weight"][:, :8], target["conv_last.weight"][:, :8])
+
+
+def test_sr_branch_init_refuses_a_checkpoint_that_does_not_fit(images, tmp_path):
+    """model.pretrained: an RRDBNet nb=1 x2 into the SPSRNet nb=3 x4 of the config used to copy
+    the 38 tensors that matched and skip the rest without a word."""
+    from spsr_fast.checkpoints import save_model
+    from spsr_fast.models import RRDBNet
+    from spsr_fast.train.errors import UserError
+    from spsr_fast.train.stages import init_sr_branch
+
+    path = tmp_path / "x2.safetensors"
+    save_model(RRDBNet(nf=8, nb=1, gc=4, scale=2), path)
+    spsr = Trainer(tiny(images, tmp_path / "g", **{"model.nb": 3})).stage.generator
+    before = {k: v.clone() for k, v in spsr.state_dict().items()}
+    with pytest.raises(UserError) as info:
+        init_sr_branch(spsr, str(path))
+    message = str(info.value)
+    assert message.startswith(f"model.pretrained: {path}: ") and "\n" not in message
+    assert "missing 62 tensors of body.1, body.2, conv_up2" in message
+    assert all(torch.equal(before[k], v) for k, v in spsr.state_dict().items())
+    with pytest.raises(UserError, match="body.1, body.2, conv_up2"):  # the same through the config
+        Trainer(tiny(images, tmp_path / "g", **{"model.nb": 3, "model.pretrained": str(path)}))
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])

@@ -2,8 +2,10 @@
 weights_only=True), unwrapping the dicts that hold one, and writing atomically."""
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,15 +124,37 @@ def _strip_prefixes(state_dict: dict) -> dict:
     return state_dict
 
 
+def fsync_directory(folder) -> None:
+    """Make a rename inside `folder` durable: on POSIX the new directory entry is data of the
+    folder itself, which a crash can lose unless the folder is synced too. Windows cannot open
+    a folder as a file (NTFS journals the rename), so nothing is done there."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        # Some file systems (a few network and FUSE ones) cannot sync a folder at all.
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path, write) -> None:
-    """Calls write(temporary_path) beside `path`, syncs the file, then renames it over
-    `path`: a crash leaves either the old file or the new one, never a torn one."""
+    """Calls write(temporary_path) beside `path`, syncs the file, renames it over `path` and
+    syncs the folder: a crash leaves either the old file or the new one, never a torn one,
+    and a completed write survives a power loss."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    open(tmp, "xb").close()
+    # The usual permissions (0666 less the umask), whatever the writer does (safetensors and
+    # mkstemp make files only their owner can read).
+    mode = stat.S_IMODE(os.stat(tmp).st_mode)
     try:
-        write(tmp)
+        write(str(tmp))
+        os.chmod(tmp, mode)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -138,6 +162,7 @@ def write_atomic(path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_directory(path.parent)
 
 
 def write_safetensors_atomic(tensors: dict[str, torch.Tensor], path, metadata: dict[str, str]) -> None:

@@ -11,6 +11,12 @@ from .blocks import (RRDB, add_upsampler, conv3x3, kaiming_init_, lrelu, upsampl
 AUTHORS_TAPS = (5, 10, 15, 20)
 NUM_TAPS = 4
 
+# SPSRNet's SR branch: the tensors it shares, by name and shape, with an RRDBNet of the same
+# nf/nb/gc/scale (what the paper initialises from a PSNR-oriented RRDBNet). RRDBNet's
+# conv_last (nf -> RGB) has no counterpart, like the authors' `model.10`.
+SR_BRANCH_PREFIXES = ("conv_first.", "body.", "conv_body.", "conv_up", "conv_hr.")
+RRDBNET_ONLY_PREFIXES = ("conv_last.",)
+
 
 def default_taps(nb: int) -> tuple[int, ...]:
     """(5, 10, 15, 20) at nb=23, evenly spaced (step (nb + 2) // 5) otherwise."""
@@ -25,6 +31,34 @@ def check_taps(taps, nb: int) -> tuple[int, ...]:
         raise ValueError(f"SPSRNet: taps must be {NUM_TAPS} non-decreasing block counts in "
                          f"[0, nb={nb}], got {taps!r}")
     return taps
+
+
+def _modules_of(keys: list[str]) -> str:
+    """'body.1, body.2, conv_up2' for tensor names: the modules they belong to (a container's
+    numbered child, like body.1, counts as a module of its own)."""
+    modules: dict[str, None] = {}
+    for key in keys:
+        parts = key.split(".")
+        modules[".".join(parts[:2] if len(parts) > 2 and parts[1].isdigit() else parts[:1])] = None
+    return ", ".join(modules)
+
+
+def describe_mismatch(source, target, keys, unexpected=()) -> str:
+    """'' when every key of `keys` is in `source` with its shape in `target`, else one line
+    saying which modules miss tensors, which tensors differ in shape (two examples) and which
+    modules of `unexpected` keys are foreign."""
+    missing = [k for k in keys if k not in source]
+    shapes = [f"{k} {tuple(source[k].shape)} vs {tuple(target[k].shape)}" for k in keys
+              if k in source and tuple(source[k].shape) != tuple(target[k].shape)]
+    unexpected = list(unexpected)
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} tensors of {_modules_of(missing)}")
+    if shapes:
+        parts.append(f"{len(shapes)} tensors differ in shape (source vs model), e.g. {'; '.join(shapes[:2])}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} tensors of {_modules_of(unexpected)}")
+    return "; ".join(parts)
 
 
 class SPSRNet(nn.Module):
@@ -88,21 +122,26 @@ class SPSRNet(nn.Module):
         self.conv_last = conv3x3(nf, out_nc)
         kaiming_init_(self, 0.1)
 
-    SR_BRANCH_PREFIXES = ("conv_first.", "body.", "conv_body.", "conv_up", "conv_hr.")
-
     @torch.no_grad()
-    def load_sr_branch(self, rrdbnet: nn.Module) -> list[str]:
+    def load_sr_branch(self, source) -> list[str]:
         """Copies a (PSNR-pretrained) RRDBNet into the SR branch, as the paper initialises
         it: conv_first, the RRDBs, conv_body, the up convs and conv_hr share names and
-        shapes; RRDBNet's conv_last (to RGB) has no counterpart. Returns the copied keys."""
-        source = rrdbnet.state_dict()
+        shapes; RRDBNet's conv_last (to RGB) has no counterpart. `source`: an RRDBNet or its
+        state dict. Every SR-branch tensor must be there with this network's shape (nf, nb,
+        gc and scale must match), else ValueError naming the keys; returns the copied keys."""
+        if isinstance(source, nn.Module):
+            if getattr(source, "unshuffle", 1) != 1:
+                raise ValueError(f"load_sr_branch: an RRDBNet with pixel-unshuffle {source.unshuffle} "
+                                 f"has no counterpart in SPSRNet's SR branch")
+            source = source.state_dict()
         target = self.state_dict()
-        keys = [k for k in target if k.startswith(self.SR_BRANCH_PREFIXES)]
-        problems = [k for k in keys if k not in source or source[k].shape != target[k].shape]
-        if problems or getattr(rrdbnet, "unshuffle", 1) != 1:
-            raise ValueError(f"load_sr_branch: the RRDBNet does not fit this SPSRNet's SR branch "
-                             f"(nf, nb, gc and scale must match, no unshuffle); first differing keys: "
-                             f"{', '.join(problems[:5])}")
+        keys = [k for k in target if k.startswith(SR_BRANCH_PREFIXES)]
+        foreign = [k for k in source if not k.startswith(SR_BRANCH_PREFIXES + RRDBNET_ONLY_PREFIXES)]
+        problem = describe_mismatch(source, target, keys, unexpected=foreign + [
+            k for k in source if k.startswith(SR_BRANCH_PREFIXES) and k not in target])
+        if problem:
+            raise ValueError(f"load_sr_branch: the source does not fit this SPSRNet's SR branch "
+                             f"(an RRDBNet with the same nf, nb, gc and scale is needed): {problem}")
         for key in keys:
             target[key].copy_(source[key])
         return keys

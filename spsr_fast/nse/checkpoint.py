@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..checkpoints.errors import CheckpointError
 from ..models import NSE, ContrastivePredictor, JigsawHead
 from .sampling import context_offsets, separation
 
@@ -34,8 +35,8 @@ def make_head(task: str, channels: int, hidden: int, strategy: str = "h") -> nn.
 def _from_trainer_checkpoint(state: dict, path: str) -> TrainedNSE:
     stage = state.get("stage")
     if stage not in STAGE_TASKS:
-        raise ValueError(f"{path}: a {stage!r} trainer checkpoint, not an NSE one "
-                         f"(expected stage {' or '.join(STAGE_TASKS)})")
+        raise CheckpointError(f"{path}: a {stage!r} trainer checkpoint, not an NSE one "
+                              f"(expected stage {' or '.join(STAGE_TASKS)})")
     config, models = state["config"], state["models"]
     n = config["nse"]
     nse = NSE(in_nc=config["model"]["in_nc"], width=n["width"], out_channels=n["channels"])
@@ -47,15 +48,21 @@ def _from_trainer_checkpoint(state: dict, path: str) -> TrainedNSE:
 
 
 def load_trained_nse(path: str) -> TrainedNSE:
-    """On the CPU, in eval mode; errors name the file."""
+    """On the CPU, in eval mode; a file that is not a usable NSE raises CheckpointError naming it."""
     path = str(path)
     if path.endswith((".pt", ".pth")):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(f"{path}: no such NSE file") from None
+        except Exception as exc:  # torch.load raises many types for a bad file
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from exc
         if isinstance(state, dict) and "models" in state and "stage" in state:
             return _from_trainer_checkpoint(state, path)
     from ..checkpoints import load_model
 
     model = load_model(path, device="cpu")
     if not isinstance(model, NSE):
-        raise ValueError(f"{path}: holds a {type(model).__name__}, not an NSE")
+        raise CheckpointError(f"{path}: holds a {type(model).__name__}, not an NSE")
     return TrainedNSE(model, source=path)

@@ -14,10 +14,13 @@ import logging
 import torch
 from torch import nn
 
+from ..checkpoints.errors import CheckpointError
 from ..losses import PerceptualLoss, gradient_branch_loss, gradient_pixel_loss, pixel_loss, ragan_generator_loss
 from ..models import NSE, NSE_STRIDE, FeatureDiscriminator, VGGDiscriminator
 from ..ops import gradient_map
+from ..train.config import ConfigError
 from ..train.distributed import unwrap
+from ..train.errors import UserError
 from ..train.profiling import nvtx_range
 from ..train.stages import GENERATORS, Stage, adversarial_scale, register_stage
 from .checkpoint import load_trained_nse, make_head
@@ -43,6 +46,7 @@ GENERATORS.setdefault("nse", _build_nse)
 
 class NSEPretrainStage(Stage):
     generator_archs = ("nse",)
+    generator_loss_nets = ("G", "head")
     task = ""
 
     def __init__(self, cfg, device, memory_format=torch.contiguous_format):
@@ -63,13 +67,18 @@ class NSEPretrainStage(Stage):
     def _task(self, feature_map, head, generator):
         raise NotImplementedError
 
-    def train_step(self, lr, hr, step, runner):
-        G, head = self.nets["G"], self.nets["head"]
+    def generator_forward(self, lr, hr, step, runner):
         with nvtx_range("NSE forward"), runner.autocast():
-            out = self._task(G(hr), head, self._sampler(step))
+            out = self._task(self.nets["G"](hr), self.nets["head"], self._sampler(step))
+        return {"l_g_nse": out.loss, "l_g_total": out.loss}, {"out": out}
+
+    def train_step(self, lr, hr, step, runner):
+        terms, extras = self.generator_forward(lr, hr, step, runner)
+        out = extras["out"]
         runner.check_finite({"l_g_nse": out.loss})
         with nvtx_range("NSE backward"):
-            runner.backward_and_step(out.loss, self.optimizers["G"], self._trained, "G")
+            runner.backward(out.loss, self.optimizers["G"], self._trained, "G")
+        runner.step()
         return {"l_g_nse": out.loss.detach(), "acc_top1": out.correct.float().mean(),
                 "acc_chance": out.chance.float().mean()}
 
@@ -102,8 +111,11 @@ class StructureStage(Stage):
         super().__init__(cfg, device, memory_format)
         s: StructureSection = getattr(cfg, "structure", None) or StructureSection()
         if not s.nse:
-            raise ValueError(f"structure.nse: stage {self.name} needs the path of a trained NSE")
-        trained = load_trained_nse(s.nse)
+            raise ConfigError(f"structure.nse: stage {self.name} needs the path of a trained NSE")
+        try:
+            trained = load_trained_nse(s.nse)
+        except CheckpointError as exc:
+            raise UserError(f"structure.nse: {exc}") from exc
         if trained.task and trained.task != self.expected_task:
             log.warning("%s: the NSE in %s was trained by %s, not %s", self.name, s.nse, trained.task,
                         self.expected_task)
@@ -126,12 +138,13 @@ class StructureStage(Stage):
             self.perceptual = PerceptualLoss(w.vgg_weights).to(device, memory_format=memory_format)
         self._use_gradient_maps = w.gradient_pixel_weight > 0 or "D_grad" in self.nets
 
-    def train_step(self, lr, hr, step, runner):
+    def generator_forward(self, lr, hr, step, runner):
         w, G = self.cfg.losses, self.nets["G"]
         plain = {k: unwrap(v) for k, v in self.nets.items() if k != "G"}
         for net in plain.values():
             net.requires_grad_(False)
         adversarial = adversarial_scale(w, step)
+        pairs = {}
         with nvtx_range("G forward"), runner.autocast():
             out = G(lr)
             sr = self.sr_of(out)
@@ -144,7 +157,6 @@ class StructureStage(Stage):
                 terms["l_g_branch"] = w.branch_weight * gradient_branch_loss(out[0], hr, w.branch_criterion)
             if "D" in plain:
                 terms["l_g_gan"] = adversarial * w.gan_weight * ragan_generator_loss(plain["D"](hr), plain["D"](sr))
-            pairs = {}
             if self._use_gradient_maps:
                 with torch.no_grad():
                     hr_grad = gradient_map(hr, padding=2)
@@ -158,15 +170,20 @@ class StructureStage(Stage):
             sr_features, hr_features = self.structure.features(sr, hr)
             terms.update(self.structure.generator_terms(sr_features, hr_features, plain.get("D_struct")))
         terms["l_g_total"] = sum(terms.values())
-        runner.check_finite(terms)
-        with nvtx_range("G backward"):
-            runner.backward_and_step(terms["l_g_total"], self.optimizers["G"], G, "G")
-
         pairs["D"] = (hr, sr)
         pairs["D_struct"] = (hr_features, sr_features)
+        return terms, pairs
+
+    def train_step(self, lr, hr, step, runner):
+        terms, pairs = self.generator_forward(lr, hr, step, runner)
+        runner.check_finite(terms)
+        with nvtx_range("G backward"):
+            runner.backward(terms["l_g_total"], self.optimizers["G"], self.nets["G"], "G")
         for name in ("D", "D_grad", "D_struct"):
             if name in self.nets:
-                self.discriminator_step(name, *pairs[name], runner, terms)
+                self.discriminator_backward(name, *pairs[name], runner, terms)
+        # Every loss is finite: now the generator and the discriminators step.
+        runner.step()
         return {k: v.detach() for k, v in terms.items()}
 
 

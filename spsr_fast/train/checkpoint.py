@@ -1,6 +1,6 @@
-"""Training checkpoints, written atomically: a temp file in the same folder, fsync, rename.
-The previous checkpoint stays until the new one is complete; older ones beyond `keep` are
-removed afterwards."""
+"""Training checkpoints, written atomically (spsr_fast.checkpoints.files.write_atomic: a temp
+file in the same folder, fsync, rename, fsync of the folder). The previous checkpoint stays
+until the new one is complete; older ones beyond `keep` are removed afterwards."""
 from __future__ import annotations
 
 import glob
@@ -11,22 +11,14 @@ import re
 import numpy as np
 import torch
 
+from ..checkpoints.files import write_torch_atomic
+from .errors import UserError
+
 PATTERN = re.compile(r"step_(\d+)\.pt$")
 
 
 def atomic_save(obj, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_torch_atomic(obj, path)
 
 
 def checkpoint_path(folder: str, step: int) -> str:
@@ -73,6 +65,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
+    """A trainer checkpoint (step_*.pt); a missing or unreadable file is a UserError naming it."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--resume: checkpoint does not exist: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise UserError(f"--resume: checkpoint does not exist: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for a bad file
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise UserError(f"--resume: {path} is not a readable checkpoint ({type(exc).__name__}: {first})") from exc
+    if not isinstance(state, dict) or not {"step", "models", "optimizers"} <= set(state):
+        raise UserError(f"--resume: {path} is not a trainer checkpoint (no step/models/optimizers; "
+                        f"weights for model.pretrained go there instead)")
+    return state

@@ -2,7 +2,9 @@
 
 A stage is registered by name (`@register_stage("psnr")`); the NSE stages plug in the same way.
 The trainer owns everything generic (device, AMP, DDP, EMA, checkpoints, logging); a stage gets
-a `StepRunner` for the AMP/NaN/clipping details of each optimiser step.
+a `StepRunner` for the AMP/NaN/clipping details of each optimiser step. An iteration is
+all-or-nothing: every loss is computed and checked, and every backward run, before
+`runner.step()` changes any weight.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import torch.nn as nn
 from ..losses import (PerceptualLoss, gradient_branch_loss, gradient_pixel_loss, pixel_loss,
                       ragan_discriminator_loss, ragan_generator_loss)
 from ..ops import gradient_map
-from .config import Config
+from .config import Config, ConfigError
 from .distributed import unwrap
+from .errors import UserError
 from .profiling import nvtx_range
 
 log = logging.getLogger("spsr_fast.train")
@@ -44,11 +47,6 @@ GENERATORS: dict[str, Callable[[Config], nn.Module]] = {"spsrnet": _spsrnet, "rr
 # f_HR_conv0, f_HR_conv1), the only ones trained during `optim.fusion_only_iters`.
 FUSION_PREFIXES = ("fusion_", "conv_last.")
 
-# RRDBNet parameters that initialise SPSRNet's SR branch (same names in both networks); the
-# RRDBNet's conv_last (nf -> RGB) has no counterpart, like the authors' `model.10`.
-SR_BRANCH_PREFIXES = ("conv_first.", "body.", "conv_body.", "conv_up", "conv_hr.")
-
-
 def basicsr_init_(net: nn.Module) -> None:
     """Reset every conv outside the RRDBs to PyTorch's default init (BasicSR's scheme); the
     RRDBs keep their x0.1-scaled kaiming init."""
@@ -60,40 +58,67 @@ def basicsr_init_(net: nn.Module) -> None:
             m.reset_parameters()
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 def _read_generator_state(path: str) -> dict[str, torch.Tensor]:
     """Generator weights from a trainer checkpoint (.pt) or anything spsr_fast's load_model reads."""
+    from ..checkpoints import CheckpointError, load_model
+
     if path.endswith((".pt", ".pth")):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises many types for a bad file
+            raise UserError(f"model.pretrained: {path} is not a readable checkpoint ({_first_line(exc)})") from exc
         if isinstance(state, dict) and "models" in state and "G" in state["models"]:
             return state["models"]["G"]
     try:
-        from ..checkpoints import load_model
-    except ImportError as exc:
-        raise RuntimeError(f"model.pretrained: {path} is not a trainer checkpoint and "
-                           f"spsr_fast.checkpoints.load_model is unavailable ({exc})") from None
-    return load_model(path, device="cpu").state_dict()
+        return load_model(path, device="cpu").state_dict()
+    except CheckpointError as exc:
+        raise UserError(f"model.pretrained: {exc}") from exc
 
 
 def init_sr_branch(generator: nn.Module, path: str) -> list[str]:
-    """Copy the SR-branch weights of an RRDBNet (or a whole SPSRNet) into `generator`.
-    Returns the names copied; a shape mismatch is an error naming the parameter."""
+    """Initialise `generator` from the file at `path` (model.pretrained): an SPSRNet's SR
+    branch from an RRDBNet (SPSRNet.load_sr_branch), anything else (an SPSRNet from an SPSRNet,
+    an RRDBNet from an RRDBNet) whole. Every tensor must be there with the right shape: a
+    UserError names the missing, unexpected and mis-shaped ones. Returns the names copied."""
+    from ..models import SPSRNet
+    from ..models.spsrnet import describe_mismatch
+
     source = _read_generator_state(path)
+    if isinstance(generator, SPSRNet) and not any(k.startswith("grad_") for k in source):
+        try:
+            return generator.load_sr_branch(source)
+        except ValueError as exc:
+            raise UserError(f"model.pretrained: {path}: {exc}") from None
     target = generator.state_dict()
-    if set(source) == set(target):
-        wanted = list(source)
-    else:
-        wanted = [k for k in source if k.startswith(SR_BRANCH_PREFIXES) and k in target]
-    if not wanted:
-        raise ValueError(f"model.pretrained: {path} has no parameter of the SR branch "
-                         f"(expected names like conv_first.weight, body.0.rdb1.conv1.weight)")
-    for k in wanted:
-        if source[k].shape != target[k].shape:
-            raise ValueError(f"model.pretrained: {k} has shape {tuple(source[k].shape)} in {path} "
-                             f"but {tuple(target[k].shape)} in the model (check model.nf/nb/gc)")
+    problem = describe_mismatch(source, target, list(target), unexpected=[k for k in source if k not in target])
+    if problem:
+        raise UserError(f"model.pretrained: {path} does not fit the {type(generator).__name__} of "
+                        f"model.* (check model.nf/nb/gc and data.scale): {problem}")
     with torch.no_grad():
-        for k in wanted:
-            target[k].copy_(source[k])
-    return wanted
+        for k, v in target.items():
+            v.copy_(source[k])
+    return list(target)
+
+
+def reachable_parameters(output: torch.Tensor) -> set[int]:
+    """ids of the leaf tensors (parameters) that a backward from `output` reaches."""
+    found: set[int] = set()
+    seen, stack = set(), [output.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        variable = getattr(fn, "variable", None)  # AccumulateGrad: the leaf it accumulates into
+        if variable is not None:
+            found.add(id(variable))
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return found
 
 
 # ----- stages ------------------------------------------------------------------------------
@@ -122,11 +147,13 @@ class Stage:
 
     name = "base"
     generator_archs: tuple[str, ...] = ("spsrnet", "rrdbnet")
+    # The networks the generator loss trains (each DDP-wrapped on its own).
+    generator_loss_nets: tuple[str, ...] = ("G",)
 
     def __init__(self, cfg: Config, device: torch.device, memory_format=torch.contiguous_format):
         if cfg.model.arch not in self.generator_archs:
-            raise ValueError(f"model.arch: stage {self.name} trains {' or '.join(self.generator_archs)}, "
-                             f"got {cfg.model.arch!r}")
+            raise ConfigError(f"model.arch: stage {self.name} trains {' or '.join(self.generator_archs)}, "
+                              f"got {cfg.model.arch!r}")
         self.cfg, self.device, self.memory_format = cfg, device, memory_format
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -160,10 +187,11 @@ class Stage:
     def sr_of(self, generator_output) -> torch.Tensor:
         return generator_output[1] if isinstance(generator_output, tuple) else generator_output
 
-    def discriminator_step(self, name: str, real: torch.Tensor, fake: torch.Tensor, runner,
-                           terms: dict[str, torch.Tensor]) -> None:
-        """One RaGAN step of discriminator `name` on `real` vs detached `fake`; records
-        l_<name>, <name>_real and <name>_fake in `terms`."""
+    def discriminator_backward(self, name: str, real: torch.Tensor, fake: torch.Tensor, runner,
+                               terms: dict[str, torch.Tensor]) -> None:
+        """The RaGAN loss of discriminator `name` on `real` vs detached `fake`, checked and
+        backpropagated (the step waits for runner.step()); records l_<name>, <name>_real and
+        <name>_fake in `terms`."""
         net = self.nets[name]
         _set_requires_grad(unwrap(net), True)
         key = "l_" + name.lower()
@@ -174,10 +202,46 @@ class Stage:
                 pred_fake = net(fake.detach())
             l_d = ragan_discriminator_loss(pred_real, pred_fake)
             runner.check_finite({key: l_d})
-            runner.backward_and_step(l_d, self.optimizers[name], net, name)
+            runner.backward(l_d, self.optimizers[name], net, name)
         terms[key] = l_d
         terms[f"{name}_real"] = pred_real.detach().float().mean()
         terms[f"{name}_fake"] = pred_fake.detach().float().mean()
+
+    def generator_forward(self, lr: torch.Tensor, hr: torch.Tensor, step: int, runner):
+        """The generator's forward and weighted loss terms (with l_g_total), plus what the
+        discriminator steps need: (terms, extras)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        d, m = self.cfg.data, self.cfg.model
+        g = torch.Generator().manual_seed(0)  # its own generator: the run's RNG stream is untouched
+        lr = torch.rand(2, m.in_nc, d.hr_size // d.scale, d.hr_size // d.scale, generator=g)
+        hr = torch.rand(2, m.out_nc, d.hr_size, d.hr_size, generator=g)
+        return (t.to(self.device).contiguous(memory_format=self.memory_format) for t in (lr, hr))
+
+    def parameters_without_gradient(self, runner) -> dict[str, list[str]]:
+        """For each network of the generator loss, the trainable parameters that no configured
+        loss reaches (e.g. grad_conv_out when losses.branch_weight is 0), found from the autograd
+        graph of one forward on a small synthetic batch; buffers (BatchNorm statistics) are
+        restored afterwards."""
+        modules = [m for m in (*self.nets.values(), *vars(self).values()) if isinstance(m, nn.Module)]
+        buffers = [b for m in modules for b in m.buffers()]
+        saved = [b.clone() for b in buffers]
+        flags = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+        lr, hr = self._probe_batch()
+        with torch.enable_grad():
+            terms, _ = self.generator_forward(lr, hr, 10 ** 9, runner)  # past fusion-only and ramps
+        reached = reachable_parameters(terms["l_g_total"])
+        del terms
+        with torch.no_grad():
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        return {name: [n for n, p in unwrap(self.nets[name]).named_parameters()
+                       if p.requires_grad and id(p) not in reached]
+                for name in self.generator_loss_nets}
 
     def train_step(self, lr: torch.Tensor, hr: torch.Tensor, step: int, runner) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -189,15 +253,19 @@ class PSNRStage(Stage):
 
     generator_archs = ("rrdbnet",)
 
-    def train_step(self, lr, hr, step, runner):
-        G, opt = self.nets["G"], self.optimizers["G"]
+    def generator_forward(self, lr, hr, step, runner):
         with nvtx_range("G forward"), runner.autocast():
-            sr = G(lr)
+            sr = self.nets["G"](lr)
         l_pix = self.cfg.losses.pixel_weight * pixel_loss(sr, hr, self.cfg.losses.pixel_criterion)
-        runner.check_finite({"l_g_pix": l_pix})
+        return {"l_g_pix": l_pix, "l_g_total": l_pix}, {}
+
+    def train_step(self, lr, hr, step, runner):
+        terms, _ = self.generator_forward(lr, hr, step, runner)
+        runner.check_finite({"l_g_pix": terms["l_g_pix"]})
         with nvtx_range("G backward"):
-            runner.backward_and_step(l_pix, opt, G, "G")
-        return {"l_g_pix": l_pix.detach(), "l_g_total": l_pix.detach()}
+            runner.backward(terms["l_g_total"], self.optimizers["G"], self.nets["G"], "G")
+        runner.step()
+        return {k: v.detach() for k, v in terms.items()}
 
 
 def adversarial_scale(losses, step: int) -> float:
@@ -233,7 +301,7 @@ class SPSRGStage(Stage):
             self.perceptual = PerceptualLoss(cfg.losses.vgg_weights).to(device, memory_format=memory_format)
         self._fusion_names = {n for n, _ in self.generator.named_parameters() if n.startswith(FUSION_PREFIXES)}
         if cfg.optim.fusion_only_iters > 0 and not self._fusion_names:
-            raise ValueError("optim.fusion_only_iters: the generator has no fusion parameters")
+            raise ConfigError("optim.fusion_only_iters: the generator has no fusion parameters")
         self.distributed = False
 
     def wrap(self, wrapper):
@@ -258,15 +326,11 @@ class SPSRGStage(Stage):
             if n not in self._fusion_names:
                 p.grad = None
 
-    def train_step(self, lr, hr, step, runner):
+    def generator_forward(self, lr, hr, step, runner):
         w = self.cfg.losses
-        G, D, D_grad = self.nets["G"], self.nets["D"], self.nets["D_grad"]
+        G = self.nets["G"]
         # In the G step the discriminators run as plain modules: no DDP reducer for D there.
-        D_plain, D_grad_plain = unwrap(D), unwrap(D_grad)
-        fusion_only = self._fusion_only(step)
-        self._freeze_non_fusion(fusion_only)
-
-        # ---- generator ----
+        D_plain, D_grad_plain = unwrap(self.nets["D"]), unwrap(self.nets["D_grad"])
         _set_requires_grad(D_plain, False)
         _set_requires_grad(D_grad_plain, False)
         with torch.no_grad():
@@ -289,16 +353,23 @@ class SPSRGStage(Stage):
             if w.gradient_gan_weight > 0:
                 terms["l_g_gan_grad"] = adversarial * w.gradient_gan_weight * ragan_generator_loss(
                     D_grad_plain(hr_grad), D_grad_plain(sr_grad))
-        l_g_total = sum(terms.values())
-        terms["l_g_total"] = l_g_total
+        terms["l_g_total"] = sum(terms.values())
+        return terms, {"D": (hr, sr), "D_grad": (hr_grad, sr_grad)}
+
+    def train_step(self, lr, hr, step, runner):
+        fusion_only = self._fusion_only(step)
+        self._freeze_non_fusion(fusion_only)
+        terms, pairs = self.generator_forward(lr, hr, step, runner)
         runner.check_finite(terms)
         with nvtx_range("G backward"):
-            runner.backward_and_step(l_g_total, self.optimizers["G"], G, "G",
-                                     before_step=self._drop_frozen_grads if (fusion_only and self.distributed) else None)
+            runner.backward(terms["l_g_total"], self.optimizers["G"], self.nets["G"], "G",
+                            before_step=self._drop_frozen_grads if (fusion_only and self.distributed) else None)
         if fusion_only:
             self._freeze_non_fusion(False)
 
         # ---- image discriminator, then gradient discriminator ----
-        for name, real, fake in (("D", hr, sr), ("D_grad", hr_grad, sr_grad)):
-            self.discriminator_step(name, real, fake, runner, terms)
+        for name in ("D", "D_grad"):
+            self.discriminator_backward(name, *pairs[name], runner, terms)
+        # Every loss is finite: now G, D and D_grad step (D saw the pre-step fakes, as the authors).
+        runner.step()
         return {k: v.detach() for k, v in terms.items()}

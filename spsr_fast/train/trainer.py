@@ -1,6 +1,6 @@
 """The trainer: builds a stage, runs it with AMP / channels_last / DDP, keeps the EMA, writes
-atomic checkpoints, resumes exactly, logs (progress bar, TensorBoard, JSON lines, image grids)
-and validates (PSNR/SSIM on Y, LPIPS when available)."""
+atomic checkpoints, resumes exactly (on CUDA with run.deterministic), logs (progress bar,
+TensorBoard, JSON lines, image grids) and validates (PSNR/SSIM on Y, LPIPS when available)."""
 from __future__ import annotations
 
 import json
@@ -19,10 +19,12 @@ from ..data.imresize import imresize
 from ..metrics import make_lpips, psnr_y, ssim_y
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, dump_config
+from .determinism import configure_determinism
 from .distributed import DistInfo, barrier, cleanup, ddp_wrapper, init_distributed, unwrap
 from .ema import EMA
+from .errors import UserError
 from .profiling import nvtx_range
-from .runner import StepRunner
+from .runner import StepRunner, resolve_amp
 from .stages import STAGES, SkipStep
 
 log = logging.getLogger("spsr_fast.train")
@@ -30,6 +32,19 @@ log = logging.getLogger("spsr_fast.train")
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (too many non-finite losses); the message says why."""
+
+
+def summary_line(iterations: int, seconds: float, start_step: int, metrics: dict[str, float]) -> str:
+    """The last line of a training run: how long, and the final validation PSNR-Y of the EMA
+    and the raw weights beside bicubic's."""
+    took = f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+    text = f"done: {iterations} iterations in {took}" + (f" (resumed at step {start_step})" if start_step else "")
+    raw, ema = metrics.get("val/psnr_y"), metrics.get("val/ema_psnr_y")
+    if raw is None:
+        return text + "; no validation (data.val_hr is empty)"
+    scores = f"{ema:.2f} dB (EMA), {raw:.2f} (raw)" if ema is not None else f"{raw:.2f} dB"
+    bicubic = metrics.get("val/bicubic_psnr_y")
+    return text + f"; validation PSNR-Y {scores}" + (f", bicubic {bicubic:.2f}" if bicubic is not None else "")
 
 
 def pick_device(name: str, info: DistInfo) -> torch.device:
@@ -49,16 +64,16 @@ class Trainer:
     def __init__(self, cfg: Config, resume: str | None = None):
         self.cfg = cfg
         run = cfg.run
+        self._notes: set[str] = set()
+        # First: CUBLAS_WORKSPACE_CONFIG must be set before any CUDA work.
+        determinism_note = configure_determinism(run.deterministic)
         if run.threads:
             torch.set_num_threads(run.threads)
-        if run.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        else:
-            torch.backends.cudnn.benchmark = True
         device_type = "cuda" if run.device == "cuda" or (run.device == "auto" and torch.cuda.is_available()) else "cpu"
         self.info = init_distributed(device_type)
         self.device = pick_device(run.device, self.info)
+        if determinism_note:
+            self._note(determinism_note)
         if cfg.data.batch_size % self.info.world_size:
             raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by the "
                               f"{self.info.world_size} processes")
@@ -67,14 +82,19 @@ class Trainer:
         self.memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
         self.run_dir = os.path.join(run.output_dir, run.name)
         self.ckpt_dir = os.path.join(self.run_dir, "checkpoints")
+        amp, amp_note = resolve_amp(run.amp, self.device)
+        if amp_note:
+            self._note(amp_note)
 
+        self.dataset = self._train_dataset()  # before the networks: data errors show at once
+        self._val_set = self._validation_dataset()
+        self._fetch_pretrained_once()
         torch.manual_seed(run.seed)  # same initial weights on every rank
         self.stage = STAGES[run.stage](cfg, self.device, self.memory_format)
         self.ema = EMA(self.stage.generator, run.ema_decay) if run.ema_decay > 0 else None
         self.schedulers = {k: torch.optim.lr_scheduler.MultiStepLR(o, cfg.optim.milestones, cfg.optim.gamma)
                            for k, o in self.stage.optimizers.items()}
-        self.runner = StepRunner(self.device, run.amp, cfg.optim.grad_clip, self.info)
-        self.dataset = self._train_dataset()
+        self.runner = StepRunner(self.device, amp, cfg.optim.grad_clip, self.info)
         self.step, self.bad_steps = 0, 0
         if resume == "auto":
             latest = ckpt.latest_checkpoint(self.ckpt_dir)
@@ -84,16 +104,62 @@ class Trainer:
                 self._load(latest)
         elif resume:
             self._load(resume)
+        if self.info.enabled:
+            self._exclude_unreached_parameters()
         self.stage.wrap(ddp_wrapper(self.info, self.device))
         self.writer = None
-        self._notes: set[str] = set()
+        self.summary: str | None = None
+
+    def _fetch_pretrained_once(self) -> None:
+        """Under DDP the first rank fetches torchvision's VGG19 (first use only) while the others
+        wait, instead of every rank downloading the same file at once."""
+        losses = self.cfg.losses
+        if not (self.info.enabled and losses.perceptual_weight > 0 and losses.vgg_weights == "torchvision"):
+            return
+        if self.info.is_main:
+            from ..losses.perceptual import torchvision_vgg19_state
+
+            torchvision_vgg19_state()
+        barrier(self.info)
+
+    def _exclude_unreached_parameters(self) -> None:
+        """DDP waits for a gradient of every parameter that requires one and fails on the next
+        step when none comes (e.g. grad_conv_out with losses.branch_weight 0). Parameters that no
+        configured loss reaches never change, so they stop requiring gradients before wrapping."""
+        for name, names in self.stage.parameters_without_gradient(self.runner).items():
+            if not names:
+                continue
+            params = dict(unwrap(self.stage.nets[name]).named_parameters())
+            for n in names:
+                params[n].requires_grad_(False)
+            self._note(f"{name}: {len(names)} parameters get no gradient from the configured losses and "
+                       f"stay fixed ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
 
     # ----- data ---------------------------------------------------------------------------
     def _train_dataset(self):
         d = self.cfg.data
-        if d.train_lr:
-            return PairedDataset(d.train_hr, d.train_lr, d.scale, d.hr_size, d.augment)
-        return HRDataset(d.train_hr, d.scale, d.hr_size, d.augment, d.quantize_lr)
+        field = "data.train_hr / data.train_lr" if d.train_lr else "data.train_hr"
+        try:
+            if d.train_lr:
+                dataset = PairedDataset(d.train_hr, d.train_lr, d.scale, d.hr_size, d.augment)
+            else:
+                dataset = HRDataset(d.train_hr, d.scale, d.hr_size, d.augment, d.quantize_lr)
+        except (ValueError, FileNotFoundError) as exc:  # no images, no LR partner, no folder
+            raise UserError(f"{field}: {exc}") from exc
+        try:
+            dataset[(0, 0)]  # one sample now: a dataset with no usable image fails here, not in a worker
+        except RuntimeError as exc:
+            raise UserError(f"{field}: {exc} (see the warnings above for each file)") from exc
+        return dataset
+
+    def _validation_dataset(self):
+        d = self.cfg.data
+        if not d.val_hr or not self.info.is_main:
+            return None
+        try:
+            return ValidationDataset(d.val_hr, d.scale, d.val_lr or None, d.val_crop, d.quantize_lr, d.val_limit)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UserError(f"data.val_hr: {exc}") from exc
 
     def _loader(self) -> DataLoader:
         d = self.cfg.data
@@ -125,14 +191,26 @@ class Trainer:
         }
 
     def _load(self, path: str) -> None:
+        from ..models.spsrnet import describe_mismatch
+
         state = ckpt.load_checkpoint(path)
         if state.get("stage") != self.cfg.run.stage:
-            raise ValueError(f"--resume: {path} is a {state.get('stage')!r} checkpoint, "
-                             f"this run trains {self.cfg.run.stage!r}")
+            raise UserError(f"--resume: {path} is a {state.get('stage')!r} checkpoint, "
+                            f"this run trains {self.cfg.run.stage!r} (run.stage)")
         for k, net in self.stage.nets.items():
-            unwrap(net).load_state_dict(state["models"][k])
-        if self.ema and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
+            net = unwrap(net)
+            source, target = state["models"].get(k, {}), net.state_dict()
+            problem = describe_mismatch(source, target, list(target), [n for n in source if n not in target])
+            if problem:
+                raise UserError(f"--resume: network {k} of {path} does not fit this run's config "
+                                f"(model.* / data.scale changed?): {problem}")
+            net.load_state_dict(source)
+        if self.ema:
+            if state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            else:  # the checkpoint's run kept no EMA: start it from the weights just loaded
+                self.ema.load_state_dict(self.stage.generator.state_dict())
+                self._note(f"--resume: {path} has no EMA (run.ema_decay was 0); the EMA starts from its generator")
         for k, o in self.stage.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
@@ -218,11 +296,9 @@ class Trainer:
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         d = self.cfg.data
-        if not d.val_hr or not self.info.is_main:
+        if self._val_set is None:
             return {}
-        if not hasattr(self, "_val_set"):
-            self._val_set = ValidationDataset(d.val_hr, d.scale, d.val_lr or None, d.val_crop,
-                                              d.quantize_lr, d.val_limit)
+        if not hasattr(self, "_lpips"):
             self._lpips = make_lpips(self.device)
             self._bicubic = None
         models = {"": self.stage.generator}
@@ -257,10 +333,11 @@ class Trainer:
     # ----- the loop -----------------------------------------------------------------------
     def _skip(self, exc: SkipStep) -> None:
         self.bad_steps += 1
+        self.runner.discard()
         for o in self.stage.optimizers.values():
             o.zero_grad(set_to_none=True)
-        self._note_always(f"step {self.step}: non-finite loss ({exc.term}); step skipped "
-                          f"({self.bad_steps} of at most {self.cfg.run.max_bad_steps})")
+        self._note_always(f"step {self.step}: non-finite loss ({exc.term}); step skipped, no weight "
+                          f"changed ({self.bad_steps} of at most {self.cfg.run.max_bad_steps})")
         if self.bad_steps >= self.cfg.run.max_bad_steps:
             raise TrainingStopped(
                 f"stopping: {self.bad_steps} steps had non-finite losses (last: {exc.term} at step "
@@ -284,7 +361,8 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not (self.info.is_main and run.progress_bar),
                    dynamic_ncols=True, unit="it")
         last: dict[str, float] = {}
-        tick, tick_step = time.perf_counter(), self.step
+        start, start_step, validated_at = time.perf_counter(), self.step, None
+        tick, tick_step = start, self.step
         try:
             while self.step < total:
                 with nvtx_range("data"):
@@ -329,13 +407,18 @@ class Trainer:
                         self._log_scalars(metrics)
                         last.update(metrics)
                         bar.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    validated_at = self.step
                     barrier(self.info)
                 if self.step % run.save_every == 0 or self.step == total:
                     self.save()
+            if validated_at != self.step:  # resumed at the end: validate the weights it ends with
+                last.update(self.validate())
         finally:
             bar.close()
             if self.writer:
                 self.writer.close()
+        if self.info.is_main:
+            self.summary = summary_line(self.step - start_step, time.perf_counter() - start, start_step, last)
         return last
 
     def close(self) -> None:
