@@ -23,3 +23,20 @@ def pytest_collection_modifyitems(config, items):
 def triton_device():
     """Device the Triton kernels run on here: the GPU, or the CPU through the interpreter."""
     return "cuda" if HAS_CUDA else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(tmp_path_factory, monkeypatch):
+    """No test may use the network: pretrained-weight fetches (torchvision's VGG19, LPIPS'
+    AlexNet) see an empty torch hub cache and an offline connection, as on a machine
+    without internet, whatever this machine has."""
+    import urllib.error
+
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch_home"))
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError(f"tests run offline (asked for {url})")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
