@@ -84,19 +84,33 @@ def feature_maps(nse: nn.Module, patches: torch.Tensor, batch: int = 16) -> torc
     return torch.cat([nse(patches[i:i + batch]) for i in range(0, len(patches), batch)])
 
 
-def _repeat(score_once, repeats: int, seed: int) -> tuple[float, float, float]:
-    accs, chances = [], []
-    for r in range(repeats):
-        acc, chance = score_once(torch.Generator().manual_seed(seed + r))
-        accs.append(acc)
-        chances.append(chance)
-    return float(np.mean(accs)), float(np.std(accs)), float(np.mean(chances))
+@dataclass
+class Outcomes:
+    """Every evaluated sample of one accuracy: what the mean, its spread over repeats and its
+    standard error are computed from."""
+    correct: torch.Tensor       # (N,) bool: top-1 right
+    chance: torch.Tensor        # (N,) accuracy of a random guess for each sample
+    map_index: torch.Tensor     # (N,) the test patch each sample was drawn on
+    repeat: torch.Tensor        # (N,) the repeat each sample belongs to
+
+    def summary(self) -> tuple[float, float, float]:
+        """(mean, std over repeats, chance) of the accuracy."""
+        accs = [self.correct[self.repeat == r].float().mean().item() for r in self.repeat.unique().tolist()]
+        return float(np.mean(accs)), float(np.std(accs)), self.chance.float().mean().item()
+
+
+def _repeat(score_once, repeats: int, seed: int) -> Outcomes:
+    """`repeats` rounds of score_once(generator) -> (correct, chance, map_index), fresh samples each."""
+    rounds = [score_once(torch.Generator().manual_seed(seed + r)) for r in range(repeats)]
+    correct, chance, map_index = (torch.cat([x[k].cpu() for x in rounds]) for k in range(3))
+    repeat = torch.cat([torch.full((len(x[0]),), r) for r, x in enumerate(rounds)])
+    return Outcomes(correct, chance, map_index, repeat)
 
 
 @torch.no_grad()
-def contrastive_accuracy(maps: torch.Tensor, predictor: nn.Module, geometry: ContrastiveGeometry,
-                         repeats: int = 10, per_map: int = 4, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, std, chance) of top-1 over `repeats` rounds of `per_map` random targets per map."""
+def contrastive_outcomes(maps: torch.Tensor, predictor: nn.Module, geometry: ContrastiveGeometry,
+                         repeats: int = 10, per_map: int = 4, seed: int = 0) -> Outcomes:
+    """Top-1 of `repeats` rounds of `per_map` random targets per map, sample by sample."""
     predictor.eval()
     B, _, H, W = maps.shape
 
@@ -104,31 +118,49 @@ def contrastive_accuracy(maps: torch.Tensor, predictor: nn.Module, geometry: Con
         sample = geometry.sample(B, H, W, per_map, gen)
         queries = predictor(gather_cells(maps, sample.image_index, sample.context))
         correct, candidates = contrastive_top1(queries, maps, sample, geometry.radius)
-        return correct.float().mean().item(), (1.0 / candidates.float()).mean().item()
+        return correct, 1.0 / candidates.float(), sample.image_index
 
     return _repeat(once, repeats, seed)
 
 
+def contrastive_accuracy(maps: torch.Tensor, predictor: nn.Module, geometry: ContrastiveGeometry,
+                         repeats: int = 10, per_map: int = 4, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, std, chance) of top-1 over `repeats` rounds of `per_map` random targets per map."""
+    return contrastive_outcomes(maps, predictor, geometry, repeats, per_map, seed).summary()
+
+
 @torch.no_grad()
-def jigsaw_accuracy(maps: torch.Tensor, head: nn.Module, geometry: JigsawGeometry, repeats: int = 10,
-                    per_map: int = 4, seed: int = 0) -> tuple[float, float, float]:
+def jigsaw_outcomes(maps: torch.Tensor, head: nn.Module, geometry: JigsawGeometry, repeats: int = 10,
+                    per_map: int = 4, seed: int = 0) -> Outcomes:
+    """Permutation classified right or not, for `repeats` rounds of `per_map` puzzles per map."""
     head.eval()
     B, _, H, W = maps.shape
 
     def once(gen):
         sample = geometry.sample(B, H, W, per_map, gen)
         logits = head(shuffle_pieces(gather_cells(maps, sample.image_index, sample.cells), sample.labels))
-        return (logits.argmax(dim=1) == sample.labels).float().mean().item(), JIGSAW_CHANCE
+        correct = logits.argmax(dim=1) == sample.labels.to(logits.device)
+        return correct, torch.full((len(correct),), JIGSAW_CHANCE), sample.image_index
 
     return _repeat(once, repeats, seed)
 
 
+def jigsaw_accuracy(maps: torch.Tensor, head: nn.Module, geometry: JigsawGeometry, repeats: int = 10,
+                    per_map: int = 4, seed: int = 0) -> tuple[float, float, float]:
+    return jigsaw_outcomes(maps, head, geometry, repeats, per_map, seed).summary()
+
+
 def train_head(nse: nn.Module, task: str, images: list[np.ndarray], steps: int = 300, crop: int = 128,
                batch: int = 8, per_image: int = 32, lr: float = 1e-3, strategy: str = "h",
-               hidden: int = 256, seed: int = 0) -> nn.Module:
-    """A fresh head for `task`, trained on random crops of `images` with the NSE frozen."""
+               hidden: int = 256, seed: int = 0, head: nn.Module | None = None) -> nn.Module:
+    """A fresh head for `task`, trained on random crops of `images` with the NSE frozen.
+
+    `head`: start from these weights (trained in place) instead of a new random head, e.g. the
+    initial head of an NSE pre-training run, so that a control differs from that run only in
+    the NSE staying frozen."""
     channels = nse.config["out_channels"]
-    head = make_head(task, channels, hidden, strategy)
+    if head is None:
+        head = make_head(task, channels, hidden, strategy)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     head.train()

@@ -38,9 +38,13 @@ def contrastive_top1(queries: torch.Tensor, feature_map: torch.Tensor, sample: C
     q = F.normalize(queries.detach().float(), dim=1)
     f = F.normalize(grid.reshape(B, H * W, C), dim=2)
     positive = sample.positive_index(W).to(q.device)
-    image_index = sample.image_index.to(q.device)
-    # One matmul against every map, then each row keeps its own image's columns.
-    sims = (q @ f.reshape(B * H * W, C).T).view(-1, B, H * W)[torch.arange(len(q), device=q.device), image_index]
+    # Each row against its own image's map only: rows x H'W' in all, not rows x B H'W'. The
+    # grouping reads the sampler's host-side indices, so it never waits for the device.
+    sims = q.new_empty(len(q), H * W)
+    host_index = sample.image_index.cpu()
+    for b in host_index.unique().tolist():
+        rows = (host_index == b).nonzero().squeeze(1).to(q.device)
+        sims[rows] = q[rows] @ f[b].T
     valid = info_nce_candidate_mask(positive, sample.excluded_centres().to(q.device), H * W, W, radius)
     sims = sims.masked_fill(~valid, float("-inf"))
     positive_sim = sims.gather(1, positive[:, None])
