@@ -5,10 +5,8 @@ records {op, backend, device, dtype, shape, pass, ms_median, peak_bytes,
 speedup_vs_reference} (plus optional extra fields)."""
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,14 +20,25 @@ def synchronize(device: str) -> None:
 
 
 def time_ms(fn: Callable[[], object], device: str, min_time_s: float = 0.4, max_reps: int = 200,
-            warmup: int = 3) -> float:
-    """Median wall time of fn() in milliseconds, after warm-up, synchronising the GPU."""
+            warmup: int = 3, slow_s: float = 2.0) -> float:
+    """Median wall time of fn() in milliseconds, after warm-up, synchronising the GPU.
+    Warm-up: `warmup` calls, fewer when they add up to over 0.5 s (at least one). Samples: at
+    least 5 and min_time_s, or 3 once they take slow_s (seconds-long passes on the CPU)."""
+    start_warmup = time.perf_counter()
     for _ in range(warmup):
         fn()
-    synchronize(device)
+        synchronize(device)
+        if time.perf_counter() - start_warmup > 0.5:
+            break
     samples: list[float] = []
     start_all = time.perf_counter()
-    while len(samples) < max_reps and (len(samples) < 5 or time.perf_counter() - start_all < min_time_s):
+
+    def enough() -> bool:
+        elapsed = time.perf_counter() - start_all
+        return len(samples) >= max_reps or (len(samples) >= 5 and elapsed >= min_time_s) or (
+            len(samples) >= 3 and elapsed >= slow_s)
+
+    while not enough():
         if device == "cuda":
             begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             begin.record()
@@ -80,23 +89,24 @@ def without_grad(fn: Callable[[], object]) -> Callable[[], object]:
 def _cpu_peak_bytes(fn: Callable[[], object]) -> int:
     """Peak bytes that fn() allocates on the CPU allocator.
 
-    Replays the profiler's allocation events, counting a free only when its block was
-    allocated inside fn (frees of older blocks, like a previous `.grad`, don't lower it)."""
+    Replays the profiler's allocation events in time order, counting a free only when its
+    block was allocated inside fn (frees of older blocks, like a previous `.grad`, don't
+    lower it). The events come from the profiler's event tree, not an exported trace."""
+    from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "trace.json")
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f)["traceEvents"]
-    memory = sorted((e for e in events if e.get("name") == "[memory]" and "Bytes" in e.get("args", {})),
-                    key=lambda e: e["ts"])
+    events = []
+    pending = list(prof.profiler.kineto_results.experimental_event_tree())
+    while pending:
+        node = pending.pop()
+        pending.extend(node.children)
+        if node.typed[0] == _EventType.Allocation and node.typed[1].device.type == "cpu":
+            events.append((node.start_time_ns, node.typed[1].ptr, node.typed[1].alloc_size))
     live: dict[int, int] = {}
     current = peak = 0
-    for event in memory:
-        address, size = event["args"]["Addr"], event["args"]["Bytes"]
+    for _, address, size in sorted(events, key=lambda e: e[0]):
         if size > 0:
             live[address] = size
             current += size
@@ -196,13 +206,23 @@ class Case:
     flops: dict[str, int] | None = None
 
 
-def run_case(case: Case, device: str, copy_gbps: float | None, measure_memory: bool = True) -> list[Record]:
+def run_case(case: Case, device: str, copy_gbps: float | None, measure_memory: bool = True,
+             progress: Callable[[str], None] | None = None,
+             on_record: Callable[[Record], None] | None = None) -> list[Record]:
+    """Times (and measures the memory of) every variant of every pass of `case`, the reference
+    and comparison baselines first. `progress` gets one line per pass before it runs,
+    `on_record` each record as soon as it exists (a time-boxed run keeps what it measured)."""
     records = []
     for pass_, fns in case.variants.items():
-        timings = {name: time_ms(fn, device) for name, fn in fns.items()}
-        for name, fn in fns.items():
+        if progress:
+            progress(f"{case.op} {case.shape} {dtype_name(case.dtype)} {pass_}: {', '.join(fns)}")
+        baselines = [name for name in (case.reference, case.compare_to) if name in fns]
+        timings: dict[str, float] = {}
+        for name in baselines + [name for name in fns if name not in baselines]:
+            fn = fns[name]
+            timings[name] = time_ms(fn, device)
             extra = {}
-            if case.compare_to and case.compare_to in timings and name != case.compare_to:
+            if case.compare_to in timings and name != case.compare_to:
                 extra[f"speedup_vs_{case.compare_to}"] = round(timings[case.compare_to] / timings[name], 3)
             if device == "cuda" and case.bytes_moved and pass_ in case.bytes_moved:
                 gbps = case.bytes_moved[pass_] / (timings[name] * 1e-3) / 1e9
@@ -218,4 +238,6 @@ def run_case(case: Case, device: str, copy_gbps: float | None, measure_memory: b
                 peak_bytes=peak_bytes(fn, device) if measure_memory else 0,
                 speedup_vs_reference=None if ref_ms is None else ref_ms / timings[name],
                 extra=extra))
+            if on_record:
+                on_record(records[-1])
     return records

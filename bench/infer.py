@@ -21,9 +21,9 @@ import json
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _quiet  # noqa: E402,F401  (before torch)
+import torch  # noqa: E402
 from _harness import Record, peak_bytes, print_table, time_ms  # noqa: E402
 
 

@@ -25,10 +25,10 @@ def _shapes(device: str, quick: bool):
     return shapes[:2] if quick else shapes
 
 
-def cases(device: str, quick: bool = False) -> list[Case]:
+def cases(device: str, quick: bool = False, compile: bool = True) -> list[Case]:
     ops = REGISTRY[OP]
     impls = {"authors": gradient_map_authors, "eager": gradient_map_reference}
-    if device == "cuda":
+    if device == "cuda" and compile:
         impls["compiled"] = torch.compile(gradient_map_reference, dynamic=False)
     for name in ("native", "triton"):
         if ops.status(name, device)[0] and not (device == "cpu" and name == "triton"):

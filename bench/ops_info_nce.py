@@ -64,7 +64,8 @@ def _make_case(n, height, width, device, dtype, backends, label):
     return Case(op=OP, shape=shape, dtype=dtype, variants={"fwd": fwd, "fwd+bwd": fwd_bwd}, reference="eager")
 
 
-def cases(device: str, quick: bool = False) -> list[Case]:
+def cases(device: str, quick: bool = False, compile: bool = True) -> list[Case]:
+    del compile  # no torch.compile baseline: the reference's N x L matrices are what it measures
     ops = REGISTRY[OP]
     fused = [name for name in ("native", "triton")
              if ops.status(name, device)[0] and not (device == "cpu" and name == "triton")]

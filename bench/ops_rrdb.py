@@ -48,10 +48,10 @@ def rrdb_flops(batch: int, nf: int, gc: int, H: int, W: int) -> int:
     return 2 * macs_per_pixel * batch * H * W
 
 
-def _block_cases(device: str, quick: bool) -> list[Case]:
+def _block_cases(device: str, quick: bool, compile: bool) -> list[Case]:
     ops = REGISTRY["dense_block"]
     impls = {"eager": rrdb_reference}
-    if device == "cuda":
+    if device == "cuda" and compile:
         impls["compiled"] = torch.compile(rrdb_reference, dynamic=False)
     for name in ("native", "triton"):
         # interpreted Triton on the CPU is a test tool, not a backend to time
@@ -90,5 +90,5 @@ def _block_cases(device: str, quick: bool) -> list[Case]:
     return out
 
 
-def cases(device: str, quick: bool = False) -> list[Case]:
-    return _block_cases(device, quick)
+def cases(device: str, quick: bool = False, compile: bool = True) -> list[Case]:
+    return _block_cases(device, quick, compile)

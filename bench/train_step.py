@@ -20,9 +20,9 @@ import statistics
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _quiet  # noqa: E402,F401  (before torch)
+import torch  # noqa: E402
 from _harness import Record, peak_bytes, print_table, synchronize  # noqa: E402
 
 from spsr_fast import ops  # noqa: E402

@@ -1,13 +1,19 @@
-// Residual dense blocks on one channels_last buffer per block (DESIGN.md 2.2).
+// Residual dense blocks on one channels_last buffer per block (docs/ARCHITECTURE.md 2.2).
 //
 // Block i's buffer holds [x_in | x1 | x2 | x3 | x4] (nf + 4 gc channels). conv k reads
 // the first nf + k*gc channels of it and its epilogue writes lrelu(conv + bias) straight
 // into the next channel slice; conv5's epilogue writes 0.2*x5 + x_in straight into the
 // first nf channels of the next block's buffer (or, for the last block of an RRDB, the
-// outer residual 0.2*(0.2*x5 + x_in) + x into the output). No torch.cat. On the CPU in
-// float32 the convolutions are Winograd F(2x2, 3x3) with bias, activation and residuals in
-// their epilogues; elsewhere they are ATen's (oneDNN/cuDNN, which add the bias) followed by
-// one in-place epilogue pass.
+// outer residual 0.2*(0.2*x5 + x_in) + x into the output). No torch.cat.
+//
+// What runs: on the CPU in float32 the convolutions are Winograd F(2x2, 3x3) with bias,
+// activation and residuals in their epilogues. Everywhere else (CPU half precision, and
+// CUDA, registered in csrc/cuda/dense_block_cuda.cu) they are at::convolution, which adds
+// the bias itself, followed by one epilogue pass. On CUDA that is not a zero-copy path:
+// cuDNN takes dense NHWC inputs, so ATen first copies every strided slice conv1..conv4 read
+// (as many bytes as torch.cat copies) and adds the bias in a pass of its own. Hence CUDA's
+// default is the torch.cat reference (spsr_fast/ops/dense_block.py); this op runs there
+// only when asked for (SPSR_FAST_BACKEND=dense_block=native).
 #include "dense_block.h"
 
 #include <torch/library.h>

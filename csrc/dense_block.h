@@ -1,5 +1,6 @@
-// Fused residual dense blocks (DESIGN.md 2.2), built from ATen convolutions so one
-// implementation serves CPU (oneDNN) and CUDA (cuDNN); csrc/cuda registers it for CUDA.
+// Fused residual dense blocks (docs/ARCHITECTURE.md 2.2): Winograd convolutions on the CPU in
+// float32, ATen convolutions (oneDNN, cuDNN) elsewhere, so one implementation serves CPU and
+// CUDA; csrc/cuda registers it for CUDA, where it is opt-in (see csrc/dense_block.cpp).
 #pragma once
 
 #include <ATen/ATen.h>

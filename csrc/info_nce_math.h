@@ -1,4 +1,4 @@
-// Per-element math of info_nce (DESIGN.md 2.3), shared by the CPU kernel and mirrored
+// Per-element math of info_nce (docs/ARCHITECTURE.md 2.3), shared by the CPU kernel and mirrored
 // line for line by the Triton kernels (kernels/info_nce.py).
 //
 // Cosine similarity: queries and features are normalised inside the kernels,

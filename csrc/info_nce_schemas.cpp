@@ -1,4 +1,4 @@
-// Schemas of info_nce (DESIGN.md 2.3). Queries and features are raw vectors: the kernels
+// Schemas of info_nce (docs/ARCHITECTURE.md 2.3). Queries and features are raw vectors: the kernels
 // normalise them (cosine similarity) and return gradients w.r.t. the raw inputs.
 #include <torch/library.h>
 

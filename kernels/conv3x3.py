@@ -1,5 +1,5 @@
 """Triton implicit-GEMM 3x3 convolution (stride 1, zero padding 1) with fused epilogues,
-the building block of the fused residual dense blocks (DESIGN.md 2.2).
+the building block of the fused residual dense blocks (docs/ARCHITECTURE.md 2.2).
 
 GEMM view: M = B*H*W output pixels, N = C_out, K = 9 taps x C_in. Each program owns a
 BLOCK_M x BLOCK_N output tile and loops over the 9 taps and BLOCK_K chunks of C_in,
@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import on_device_of
+
 EPILOGUE_LRELU = 0
 EPILOGUE_RESIDUAL = 1
 EPILOGUE_RRDB = 2
@@ -27,7 +29,7 @@ NEGATIVE_SLOPE = 0.2
 
 @triton.jit
 def _conv3x3_kernel(x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, res2_ptr, scale,
-                    n_pixels, H, W, C_in, C_out,
+                    n_pixels, PIXEL_BUCKET, H, W, C_in, C_out,
                     sxb, sxc, sxh, sxw, sob, soc, soh, sow, srb, src, srh, srw, s2b, s2c, s2h, s2w,
                     EPILOGUE: tl.constexpr, IEEE_DOT: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -77,22 +79,67 @@ def _conv3x3_kernel(x_ptr, w_ptr, b_ptr, out_ptr, res_ptr, res2_ptr, scale,
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+# Autotuning. GEMM per conv of the dense blocks: M = B*H*W pixels, N = C_out (gc 32, or nf
+# 64 / 128 for conv5), K = 9 C_in with C_in a multiple of gc = 32 (64..192 for nf 64, 128..256
+# for nf 128). So:
+# - BLOCK_N = C_out (up to 128): each program gathers its shifted input tile (the costly,
+#   masked part) once for every output channel; a narrower BLOCK_N re-gathers it C_out/BLOCK_N
+#   times. Picked from C_out, not timed.
+# - BLOCK_K 32 divides every C_in; 64 only half of them (C_in 96/160/224 would mask half a
+#   chunk), so 64 is a candidate only where it divides C_in.
+# - BLOCK_M 64 (one WGMMA m64 per warpgroup, more programs for small images) or 128 (half
+#   the weight reloads per pixel). 8 warps from BLOCK_M*BLOCK_N*BLOCK_K = 128*64*64 up: with 4
+#   the accumulator, the operand tiles and the pipeline's addresses need more than 255
+#   registers a thread (sm_90 compiles spill: tests/test_dense_block.py checks there are none).
+# - float32 runs tl.dot in IEEE fp32 (no tensor cores): FMA code that needs more registers
+#   and compiles slower as the tile grows (BLOCK_N 128 spills), for a path that is opt-in
+#   anyway: one config (BLOCK_N at most 64), so no timing runs at all.
+# Timed candidates per (C_in, C_out, dtype, pixel bucket): at most 4, about 2 s of compile each.
+TENSOR_CORE_TILES = ((64, 32), (128, 32), (64, 64), (128, 64))  # (BLOCK_M, BLOCK_K), 3 stages
+FP32_TILE = (64, 64, 32, 4, 2)  # BLOCK_M, largest BLOCK_N, BLOCK_K, warps, stages
+BLOCK_NS = (32, 64, 128)
+PIXEL_BUCKET_MIN, PIXEL_BUCKET_MAX = 1 << 12, 1 << 20
+
+
+def block_n_for(c_out: int) -> int:
+    return min(max(triton.next_power_of_2(c_out), BLOCK_NS[0]), BLOCK_NS[-1])
+
+
+def pixel_bucket(n_pixels: int) -> int:
+    """Autotune key for the pixel count: the next power of two in [4096, 2^20]. Below 4096
+    pixels every tile gives under 64 programs (launch-bound); above 2^20 every tile fills the
+    GPU many times over. So a new tile or batch shape re-tunes at most once per power of two."""
+    return min(max(triton.next_power_of_2(n_pixels), PIXEL_BUCKET_MIN), PIXEL_BUCKET_MAX)
+
+
+def tiles_for(c_in: int, c_out: int, ieee: bool) -> list[tuple[int, int, int, int, int]]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) worth timing for one convolution."""
+    block_n = block_n_for(c_out)
+    if ieee:
+        block_m, max_block_n, block_k, warps, stages = FP32_TILE
+        return [(block_m, min(block_n, max_block_n), block_k, warps, stages)]
+    return [(block_m, block_n, block_k, 8 if block_m * block_n * block_k >= 128 * 64 * 64 else 4, 3)
+            for block_m, block_k in TENSOR_CORE_TILES if c_in % block_k == 0 or block_k == 32]
+
+
+def _tile(config) -> tuple[int, int, int, int, int]:
+    kw = config.kwargs
+    return kw["BLOCK_M"], kw["BLOCK_N"], kw["BLOCK_K"], config.num_warps, config.num_stages
+
+
 def _configs():
-    # BLOCK_N covers C_out (32/64/128) in one or two tiles; BLOCK_K divides every C_in of
-    # the dense blocks (multiples of 32). num_warps 4/8 = one/two warpgroups for WGMMA.
-    configs = []
-    for block_m in (64, 128):
-        for block_n in (32, 64, 128):
-            for block_k in (32, 64):
-                for warps, stages in ((4, 3), (4, 4), (8, 3)):
-                    if block_m * block_n >= 128 * 128 and warps == 4:
-                        continue
-                    configs.append(triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k},
-                                                 num_warps=warps, num_stages=stages))
-    return configs
+    tiles = {tile for c_out in BLOCK_NS for ieee in (False, True) for tile in tiles_for(64, c_out, ieee)}
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=warps, num_stages=stages)
+            for m, n, k, warps, stages in sorted(tiles)]
 
 
-_autotuned_kernel = triton.autotune(configs=_configs(), key=["C_in", "C_out", "n_pixels"])(_conv3x3_kernel)
+def _prune(configs, named_args, **kwargs):
+    wanted = tiles_for(named_args["C_in"], named_args["C_out"], kwargs["IEEE_DOT"])
+    return [config for config in configs if _tile(config) in wanted]
+
+
+_autotuned_kernel = triton.autotune(configs=_configs(), key=["C_in", "C_out", "PIXEL_BUCKET"],
+                                    prune_configs_by={"early_config_prune": _prune})(_conv3x3_kernel)
 # The interpreter (CPU tests) runs one small fixed tile: autotuning there would only be slow.
 INTERPRETER_BLOCKS = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16}
 
@@ -128,10 +175,11 @@ def conv3x3(x: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor, ou
     def grid(m):
         return (triton.cdiv(n_pixels, m["BLOCK_M"]), triton.cdiv(c_out, m["BLOCK_N"]))
 
-    launch(kernel)[grid](
-        x, packed_weight, bias, out, res, res2, float(scale), n_pixels, H, W, c_in, c_out,
-        *x.stride(), *out.stride(), *res.stride(), *res2.stride(),
-        EPILOGUE=epilogue, IEEE_DOT=x.dtype == torch.float32, **meta)
+    with on_device_of(x):
+        launch(kernel)[grid](
+            x, packed_weight, bias, out, res, res2, float(scale), n_pixels, pixel_bucket(n_pixels), H, W, c_in,
+            c_out, *x.stride(), *out.stride(), *res.stride(), *res2.stride(),
+            EPILOGUE=epilogue, IEEE_DOT=x.dtype == torch.float32, **meta)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Triton kernels of gradient_map (semantics: DESIGN.md 2.1, spsr_fast/ops/_reference.py).
+"""Triton kernels of gradient_map (semantics: docs/ARCHITECTURE.md 2.1, spsr_fast/ops/_reference.py).
 
 Each program handles BLOCK elements of the tensor it writes, in that tensor's memory
 order (NCHW or NHWC), so stores are contiguous; x and grad_out may have any strides.
@@ -7,6 +7,8 @@ Index arithmetic mirrors csrc/gradient_map_math.h.
 import torch
 import triton
 import triton.language as tl
+
+from ._device import on_device_of
 
 EPS = tl.constexpr(1e-6)  # a plain global cannot be read inside @triton.jit on the GPU
 BLOCK = 1024
@@ -111,9 +113,10 @@ def forward(x: torch.Tensor, padding: int, launch=lambda kernel: kernel) -> torc
     out = torch.empty((B, C, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=fmt)
     n = out.numel()
     if n:
-        launch(_forward_kernel)[(triton.cdiv(n, BLOCK),)](
-            x, out, n, C, H, W, Ho, Wo, *x.stride(), PADDING=padding,
-            CHANNELS_LAST=fmt == torch.channels_last, ACC=_acc_dtype(x), BLOCK=BLOCK)
+        with on_device_of(x):
+            launch(_forward_kernel)[(triton.cdiv(n, BLOCK),)](
+                x, out, n, C, H, W, Ho, Wo, *x.stride(), PADDING=padding,
+                CHANNELS_LAST=fmt == torch.channels_last, ACC=_acc_dtype(x), BLOCK=BLOCK)
     return out
 
 
@@ -125,7 +128,8 @@ def backward(grad_out: torch.Tensor, x: torch.Tensor, padding: int,
     dx = torch.empty_like(x, memory_format=fmt)
     n = dx.numel()
     if n:
-        launch(_backward_kernel)[(triton.cdiv(n, BLOCK),)](
-            grad_out, x, dx, n, C, H, W, *grad_out.stride(), *x.stride(), PADDING=padding,
-            CHANNELS_LAST=fmt == torch.channels_last, ACC=_acc_dtype(x), BLOCK=BLOCK)
+        with on_device_of(x):
+            launch(_backward_kernel)[(triton.cdiv(n, BLOCK),)](
+                grad_out, x, dx, n, C, H, W, *grad_out.stride(), *x.stride(), PADDING=padding,
+                CHANNELS_LAST=fmt == torch.channels_last, ACC=_acc_dtype(x), BLOCK=BLOCK)
     return dx

@@ -1,4 +1,4 @@
-"""Triton kernels of info_nce (semantics: DESIGN.md 2.3, csrc/info_nce_math.h).
+"""Triton kernels of info_nce (semantics: docs/ARCHITECTURE.md 2.3, csrc/info_nce_math.h).
 
 Queries are grouped by image (a stable sort by image_index, kept as `order`), so a
 program's rows all stream the same image's L candidates. Queries and features are
@@ -19,6 +19,8 @@ No N x L matrix is ever written. Mask index math mirrors csrc/info_nce_math.h.
 import torch
 import triton
 import triton.language as tl
+
+from ._device import on_device_of
 
 NORM_EPS = tl.constexpr(1e-12)  # csrc/info_nce_math.h kNormEps, F.normalize's eps
 
@@ -249,10 +251,11 @@ def forward(queries, features, image_index, positive_index, excluded_centres, gr
         return loss, lse
     block_m, warps = row_tiling(n, queries.device)
     plan = _Plan(image_index, features.shape[0], block_m)
-    launch(_forward_kernel)[(plan.num_tiles,)](
-        queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
-        plan.tile_end, loss, lse, *_common_args(queries, features, excluded_centres, grid_width, radius, scale),
-        BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, num_warps=warps, **_meta(queries))
+    with on_device_of(queries):
+        launch(_forward_kernel)[(plan.num_tiles,)](
+            queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
+            plan.tile_end, loss, lse, *_common_args(queries, features, excluded_centres, grid_width, radius, scale),
+            BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, num_warps=warps, **_meta(queries))
     return loss, lse
 
 
@@ -269,11 +272,12 @@ def backward(grad_loss, queries, features, image_index, positive_index, excluded
     meta = _meta(queries)
     block_m, warps = row_tiling(queries.shape[0], queries.device)
     plan = _Plan(image_index, B, block_m)
-    launch(_backward_dq_kernel)[(plan.num_tiles,)](
-        queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
-        plan.tile_end, lse, grad_loss, dq, *common, BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, num_warps=warps,
-        **meta)
-    launch(_backward_df_kernel)[(triton.cdiv(L, DF_BLOCK_N), B)](
-        queries, features, plan.order, positive_index, excluded_centres, plan.img_begin, plan.img_end,
-        lse, grad_loss, df, *common, BLOCK_M=DF_BLOCK_M, BLOCK_N=DF_BLOCK_N, num_warps=DF_WARPS, **meta)
+    with on_device_of(queries):
+        launch(_backward_dq_kernel)[(plan.num_tiles,)](
+            queries, features, plan.order, positive_index, excluded_centres, plan.tile_img, plan.tile_begin,
+            plan.tile_end, lse, grad_loss, dq, *common, BLOCK_M=block_m, BLOCK_N=ROW_BLOCK_N, num_warps=warps,
+            **meta)
+        launch(_backward_df_kernel)[(triton.cdiv(L, DF_BLOCK_N), B)](
+            queries, features, plan.order, positive_index, excluded_centres, plan.img_begin, plan.img_end,
+            lse, grad_loss, df, *common, BLOCK_M=DF_BLOCK_M, BLOCK_N=DF_BLOCK_N, num_warps=DF_WARPS, **meta)
     return dq, df

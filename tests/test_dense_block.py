@@ -1,5 +1,7 @@
 """Fused residual dense blocks (RDB, RRDB) against the torch.cat reference: values and
 gradients of x, weights and biases, on every backend; the Triton conv kernel on its own."""
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,41 +32,101 @@ OPS = {"rdb": (residual_dense_block, residual_dense_block_reference, 1),
        "rrdb": (rrdb, rrdb_reference, 3)}
 
 
+def dense_blocks_on_pattern(x, weights, biases, positive, outer_residual, s=0.2):
+    """The torch.cat formulation with each LeakyReLU's slope fixed by `positive[block][k]`
+    (True: slope 1) instead of by the sign of its input: the network on one linear piece."""
+    out = x
+    for block in range(len(weights) // 5):
+        features = [out]
+        for k in range(4):
+            pre = F.conv2d(torch.cat(features, 1), weights[5 * block + k], biases[5 * block + k], padding=1)
+            features.append(torch.where(positive[block][k], pre, pre * 0.2))
+        x5 = F.conv2d(torch.cat(features, 1), weights[5 * block + 4], biases[5 * block + 4], padding=1)
+        out = x5 * s + out
+    return out * s + x if outer_residual else out
+
+
+def pre_activations(x, weights, biases):
+    """conv1..conv4 outputs (before the LeakyReLU) of every block of the torch.cat formulation."""
+    out, pre = x, []
+    for block in range(len(weights) // 5):
+        features = [out]
+        for k in range(4):
+            pre.append(F.conv2d(torch.cat(features, 1), weights[5 * block + k], biases[5 * block + k], padding=1))
+            features.append(F.leaky_relu(pre[-1], 0.2))
+        out = F.conv2d(torch.cat(features, 1), weights[5 * block + 4], biases[5 * block + 4], padding=1) * 0.2 + out
+    return pre
+
+
+RAW_OPS = {"native": lambda: torch.ops.spsr_fast.dense_blocks, "triton": lambda: torch.ops.spsr_fast.dense_blocks_triton}
+
+
 def check_backend(name, op, shape, gc, dtype, layout="channels_last", device="cpu"):
+    """Forward against the float64 truth; gradients against the float64 truth *on the fused
+    run's own linear piece*. LeakyReLU's derivative jumps at 0, and any run below float64
+    rounds pre-activations that lie within its rounding error of 0 to either sign: one ulp
+    more or less then moves a whole term of a weight gradient by 0.8x (fp16 weights[11] of
+    the 1x64x9x6 RRDB: 0.031 off the truth, 0.0002 on the same piece; the torch.cat
+    reference with its residual add rounded once instead of twice fails the plain comparison
+    on 3 of 10 seeds). So the test checks (1) the fused run picked the truth's slope for every
+    pre-activation farther from 0 than 2x the same-dtype reference's pre-activation error
+    (the forward rule), and (2) its gradients are as accurate as the same-dtype reference's,
+    both evaluated with the fused run's slopes."""
     fused_fn, reference_fn, blocks = OPS[op]
+    outer = op == "rrdb"
     x = make_input(shape, dtype, layout, device=device, requires_grad=True)
     weights, biases = make_params(shape[1], gc, blocks, dtype, device)
     with backend(name):
         y = fused_fn(x, weights, biases)
     leaves = [x, *weights, *biases]
+    n = 5 * blocks
 
     def detached(dtype_):
         return [t.detach().to(dtype_).requires_grad_(True) for t in leaves]
 
     truth_leaves, same_leaves = detached(torch.float64), detached(dtype)
-    truth = reference_fn(truth_leaves[0], truth_leaves[1:1 + 5 * blocks], truth_leaves[1 + 5 * blocks:])
-    same = reference_fn(same_leaves[0], same_leaves[1:1 + 5 * blocks], same_leaves[1 + 5 * blocks:])
+    truth = reference_fn(truth_leaves[0], truth_leaves[1:1 + n], truth_leaves[1 + n:])
+    same = reference_fn(same_leaves[0], same_leaves[1:1 + n], same_leaves[1 + n:])
     assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
     assert_close_to_truth(y, same, truth, dtype, "forward")
 
+    # the slopes the fused run took: the signs of the LeakyReLU outputs in its buffers
+    with torch.no_grad():
+        out, buffers = RAW_OPS[name]()(x, weights, biases, 0.2, outer, True)
+        assert torch.equal(out, y), "the op is not deterministic: its buffers are not those of y"
+        nf = shape[1]
+        positive = [[buf[:, nf + k * gc:nf + (k + 1) * gc] > 0 for k in range(4)] for buf in buffers]
+        pre_truth = pre_activations(truth_leaves[0], truth_leaves[1:1 + n], truth_leaves[1 + n:])
+        pre_same = pre_activations(same_leaves[0], same_leaves[1:1 + n], same_leaves[1 + n:])
+        for i, (fused_positive, p64, p_same) in enumerate(zip(
+                (p for block in positive for p in block), pre_truth, pre_same)):
+            bound = 2 * (p_same.double() - p64).abs().max() + torch.finfo(dtype).eps * p64.abs().max()
+            wrong = (fused_positive != (p64 > 0)) & (p64.abs() > bound)
+            assert not wrong.any(), (f"block {i // 4} conv{i % 4 + 1}: {int(wrong.sum())} LeakyReLU slopes differ "
+                                     f"from the truth's at pre-activations farther than {bound:.3g} from 0")
+
+    truth_piece = dense_blocks_on_pattern(truth_leaves[0], truth_leaves[1:1 + n], truth_leaves[1 + n:],
+                                          positive, outer)
+    same_piece = dense_blocks_on_pattern(same_leaves[0], same_leaves[1:1 + n], same_leaves[1 + n:],
+                                         positive, outer)
     g = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     grads = torch.autograd.grad(y, leaves, g.to(device=device, dtype=dtype))
-    grads_truth = torch.autograd.grad(truth, truth_leaves, g.to(device))
-    grads_same = torch.autograd.grad(same, same_leaves, g.to(device=device, dtype=dtype))
-    names = ["x"] + [f"weights[{i}]" for i in range(5 * blocks)] + [f"biases[{i}]" for i in range(5 * blocks)]
+    grads_truth = torch.autograd.grad(truth_piece, truth_leaves, g.to(device))
+    grads_same = torch.autograd.grad(same_piece, same_leaves, g.to(device=device, dtype=dtype))
+    names = ["x"] + [f"weights[{i}]" for i in range(n)] + [f"biases[{i}]" for i in range(n)]
     for what, got, want, want_same in zip(names, grads, grads_truth, grads_same):
         assert got.shape == want.shape and got.dtype == dtype, what
         assert_close_to_truth(got, want_same, want, dtype, f"gradient of {what}")
 
 
 # nf=64/gc=32 (trunk) and nf=128/gc=32 (gradient branch, fusion); odd sizes, batch 1 and > 1;
-# fp32 and fp16 for RDB and RRDB (the nf=128 RRDB in fp32 only, to keep the file fast)
-F32, F16 = torch.float32, torch.float16
-CPU_CASES = [("rdb", (2, 64, 5, 7), 32, F32), ("rdb", (2, 64, 5, 7), 32, F16),
+# fp32, fp16 and bf16 for RDB and RRDB (the nf=128 RRDB in fp32 only, to keep the file fast)
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+CPU_CASES = [("rdb", (2, 64, 5, 7), 32, F32), ("rdb", (2, 64, 5, 7), 32, F16), ("rdb", (2, 64, 5, 7), 32, BF16),
              ("rdb", (1, 128, 7, 9), 32, F32), ("rdb", (1, 128, 7, 9), 32, F16),
-             ("rrdb", (1, 64, 9, 6), 32, F32), ("rrdb", (1, 64, 9, 6), 32, F16),
+             ("rrdb", (1, 64, 9, 6), 32, F32), ("rrdb", (1, 64, 9, 6), 32, F16), ("rrdb", (1, 64, 9, 6), 32, BF16),
              ("rrdb", (2, 128, 3, 5), 32, F32),
-             ("rrdb", (3, 8, 1, 11), 4, F32), ("rrdb", (3, 8, 1, 11), 4, F16)]
+             ("rrdb", (3, 8, 1, 11), 4, F32), ("rrdb", (3, 8, 1, 11), 4, F16), ("rrdb", (3, 8, 1, 11), 4, BF16)]
 
 
 @pytest.mark.parametrize("op, shape, gc, dtype", CPU_CASES,
@@ -199,6 +261,48 @@ def test_backend_switch_routes_calls():
         assert "AddBackward" not in rrdb(x, weights, biases).grad_fn.name()
 
 
+def test_cuda_default_is_the_torch_cat_reference():
+    """On CUDA the dense blocks run the torch.cat formulation (cuDNN on dense inputs) unless a
+    fused path is asked for: neither fused path has been measured faster there (see
+    CUDA_DEFAULT_REASON). On the CPU the fused kernel stays the default."""
+    import warnings
+
+    import importlib
+
+    from spsr_fast.ops import dense_block
+
+    gradient_map_module = importlib.import_module("spsr_fast.ops.gradient_map")
+
+    ops = dense_block.OPS
+    assert ops.default("cuda", assume_device=True) == ("reference", dense_block.CUDA_DEFAULT_REASON)
+    assert ops.default("cpu")[0] == "native"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the chosen default is no fallback: no warning
+        assert ops.choose("cuda") == "reference"
+    with backend({"dense_block": "triton"}):  # opt-in for this op only
+        assert ops.choose("cpu") == "triton"
+        assert gradient_map_module.OPS.choose("cpu") == "native"
+
+
+def test_per_op_backend_from_the_environment():
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        from spsr_fast.ops import get_backend
+        from spsr_fast.ops.dense_block import OPS
+        print(get_backend(), get_backend("dense_block"), get_backend("gradient_map"), OPS.choose("cpu"))
+    """)
+    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                        env={**os.environ, "SPSR_FAST_BACKEND": "dense_block=reference, native"})
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == ["native", "reference", "native", "reference"]
+    bad = subprocess.run([sys.executable, "-c", "import spsr_fast.ops"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "SPSR_FAST_BACKEND": "dense_blocks=triton"})
+    assert bad.returncode != 0 and "SPSR_FAST_BACKEND: unknown op 'dense_blocks'" in bad.stderr
+
+
 # ------------------------------------------------------------------ Triton conv kernel
 
 def conv_truth(x, w, b, epilogue, res=None, res2=None, scale=0.2):
@@ -303,3 +407,119 @@ def test_whole_network_same_with_fused_and_reference_blocks(arch):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for got, want in zip(grads_fused, grads_ref):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ Triton conv autotuning
+
+DENSE_BLOCK_CONVS = sorted({(nf + k * 32, 32 if k < 4 else nf) for nf in (64, 128) for k in range(5)})
+
+
+def test_triton_conv_autotune_key_buckets_the_pixel_count():
+    """A new tile or batch shape must not re-run the autotuner: the key holds the pixel count's
+    bucket (next power of two in [4096, 2^20]), never the count itself."""
+    from spsr_fast._triton import conv3x3 as k
+    assert k._autotuned_kernel.keys == ["C_in", "C_out", "PIXEL_BUCKET"]
+    for batch in (1, 2, 4, 16):  # tiles a few pixels apart share a key
+        assert k.pixel_bucket(batch * 128 * 128) == k.pixel_bucket(batch * 120 * 136) == batch * 128 * 128
+    tiles_and_batches = [b * h * w for b in (1, 2, 4, 16) for h, w in ((128, 128), (120, 136), (200, 200))]
+    buckets = {k.pixel_bucket(n) for n in tiles_and_batches}
+    assert buckets == {1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18, 1 << 20}, buckets  # 12 shapes, 6 keys
+    assert k.pixel_bucket(1) == k.pixel_bucket(4096) == 4096 and k.pixel_bucket(4097) == 8192
+    assert k.pixel_bucket(10 ** 9) == 1 << 20
+
+
+def test_triton_conv_launch_passes_the_bucket(monkeypatch):
+    from spsr_fast._triton import conv3x3 as k
+    seen = []
+
+    def launch(kernel):
+        class Grid:
+            def __getitem__(self, grid):
+                return lambda *args, **kwargs: seen.append(dict(zip(kernel.arg_names, args)))
+        return Grid()
+
+    x = torch.zeros(3, 8, 50, 60).contiguous(memory_format=torch.channels_last)
+    k.conv3x3(x, k.pack_weight(torch.zeros(4, 8, 3, 3)), torch.zeros(4), torch.zeros(3, 4, 50, 60), 0,
+              launch=launch)
+    assert seen[0]["n_pixels"] == 9000 and seen[0]["PIXEL_BUCKET"] == 16384
+    assert seen[0]["C_in"] == 8 and seen[0]["C_out"] == 4
+
+
+@pytest.mark.parametrize("c_in, c_out", DENSE_BLOCK_CONVS, ids=lambda v: str(v))
+def test_triton_conv_candidates_per_conv(c_in, c_out):
+    """Per conv of the nf 64 / nf 128 dense blocks: at most 4 timed candidates, BLOCK_N = C_out,
+    BLOCK_K dividing C_in; float32 one config (nothing timed)."""
+    from spsr_fast._triton import conv3x3 as k
+    configs = k._configs()
+    for ieee in (False, True):
+        kept = [k._tile(c) for c in k._prune(configs, {"C_in": c_in, "C_out": c_out}, IEEE_DOT=ieee)]
+        assert sorted(kept) == sorted(k.tiles_for(c_in, c_out, ieee)) and kept, kept
+        assert len(kept) == 1 if ieee else 2 <= len(kept) <= 4, kept
+        for block_m, block_n, block_k, warps, stages in kept:
+            assert c_in % block_k == 0
+            assert block_n == (min(c_out, 64) if ieee else c_out)
+
+
+TRITON_CONV_COMPILE = """
+    import inspect, json, os, subprocess, sys, tempfile
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from spsr_fast._triton import conv3x3 as k
+
+    # The launch's own specialisation (triton's JIT): integer 1 -> constexpr (the channel stride
+    # of channels_last buffers), pointers and 16-divisible integers -> divisibility hint.
+    # Without it every stride is a runtime value and each config compiles to a spilling kernel
+    # that never runs.
+    names = list(inspect.signature(k._conv3x3_kernel.fn).parameters)
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    jobs = [(dtype, c) for c in k._configs() for dtype in
+            (["fp32"] if k._tile(c) in k.tiles_for(64, c.kwargs["BLOCK_N"], True) else ["bf16"])]
+    jobs.append(("fp16", k._configs()[-1]))
+    for dtype, config in jobs:
+        consts = dict(EPILOGUE=k.EPILOGUE_RRDB, IEEE_DOT=dtype == "fp32", **config.kwargs)
+        signature, attrs = {}, {}
+        for i, name in enumerate(names):
+            if name in consts:
+                signature[name] = "constexpr"
+            elif name in ("sxc", "soc", "src", "s2c"):
+                signature[name], consts[name] = "constexpr", 1
+            elif name.endswith("_ptr"):
+                signature[name], attrs[(i,)] = "*" + dtype, [["tt.divisibility", 16]]
+            elif name == "scale":
+                signature[name] = "fp32"
+            else:
+                signature[name] = "i32"
+                if name not in ("H", "W"):
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        src = triton.compiler.ASTSource(fn=k._conv3x3_kernel, signature=signature, constexprs=consts, attrs=attrs)
+        out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                             options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(out.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        print(json.dumps({"dtype": dtype, "tile": k._tile(config), "wgmma": "wgmma" in out.asm["ptx"],
+                          "usage": [line.strip() for line in usage.splitlines() if "REG:" in line]}))
+"""
+
+
+def test_triton_conv_compiles_for_sm90_without_spills():
+    """Every autotune config of the conv kernel lowers to sm_90 cubin with Triton's bundled
+    compiler, GPU or not: tensor-core dtypes on WGMMA, and no config spills registers."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("triton.backends.nvidia")
+    from spsr_fast._triton import conv3x3 as k
+    env = {key: v for key, v in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(TRITON_CONV_COMPILE)], capture_output=True,
+                            text=True, env=env, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    compiled = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(compiled) == len(k._configs()) + 1
+    for c in compiled:
+        assert c["usage"] and all("STACK:0 " in u and "LOCAL:0 " in u for u in c["usage"]), c
+        assert c["wgmma"] == (c["dtype"] != "fp32"), c

@@ -196,19 +196,20 @@ def test_env_variable_chooses_and_is_validated():
     """, SPSR_FAST_BACKEND="reference")
     assert ok.returncode == 0, ok.stderr
     assert "SqrtBackward" in ok.stdout
-    bad = run_python("import spsr_fast", SPSR_FAST_BACKEND="fastest")
+    bad = run_python("import torch, spsr_fast; spsr_fast.ops.gradient_map(torch.rand(1, 1, 3, 3))",
+                     SPSR_FAST_BACKEND="fastest")  # reported when an op runs (tests/test_import_startup.py)
     assert bad.returncode != 0 and "SPSR_FAST_BACKEND must be one of" in bad.stderr
 
 
 def test_forced_triton_on_cpu_without_interpreter_is_an_error():
+    """CPU tensors reach Triton only through its interpreter, GPU or not (run_python drops
+    TRITON_INTERPRET)."""
     result = run_python("""
         import torch
         from spsr_fast.ops import backend, gradient_map
         with backend("triton"):
             gradient_map(torch.rand(1, 1, 3, 3))
     """)
-    if "CUDA" in result.stdout:  # pragma: no cover
-        pytest.skip("GPU machine")
     assert result.returncode != 0
     assert "backend 'triton' was requested but is unavailable on cpu" in result.stderr
 
@@ -265,3 +266,47 @@ def test_triton_kernels_compile_for_sm90():
     result = run_python(AOT_COMPILE)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("compiled") == 16
+
+
+GRID_STRIDE_PROGRAM = r"""
+#include <cstdio>
+#include "grid_stride_math.h"
+int main() {
+  long long n, stride;
+  while (std::scanf("%lld %lld", &n, &stride) == 2) std::printf("%d\n", spsr_fast::grid_stride_fits_int32(n, stride));
+}
+"""
+
+
+def test_cuda_int32_index_predicate_covers_the_grid_stride_step(tmp_path):
+    """The CUDA kernels take 32-bit indices when csrc/grid_stride_math.h says the grid-stride
+    loop cannot overflow: checked against the loop itself, simulated with exact integers for
+    sizes at the int32 limit (where `numel < INT32_MAX`, the old test, let the last step wrap)."""
+    import shutil
+
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on PATH")
+    source = tmp_path / "predicate.cpp"
+    source.write_text(GRID_STRIDE_PROGRAM)
+    csrc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+    build = subprocess.run([compiler, "-std=c++17", "-O1", f"-I{csrc}", str(source), "-o", str(tmp_path / "predicate")],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+
+    int32_max = 2 ** 31 - 1
+    h200_stride = 132 * 32 * 256  # SMs x 32 blocks x 256 threads (csrc/cuda/gradient_map_cuda.cu)
+    cases = [(n, stride) for stride in (256, h200_stride, 114 * 32 * 256)
+             for n in (1, stride, 2 ** 30, int32_max - stride, int32_max - stride + 1, int32_max - stride + 2,
+                       int32_max - 1, int32_max, int32_max + 1, 2 ** 33)]
+    run = subprocess.run([str(tmp_path / "predicate")], input="".join(f"{n} {s}\n" for n, s in cases),
+                         capture_output=True, text=True, timeout=60)
+    got = [line == "1" for line in run.stdout.split()]
+
+    def loop_stays_in_int32(n, stride):
+        # every thread t < stride visits t, t + stride, ... and computes one step past n - 1
+        last = max(t + (n - 1 - t) // stride * stride for t in (0, min(stride, n) - 1, (n - 1) % stride))
+        return last + stride <= int32_max
+
+    assert got == [loop_stays_in_int32(n, s) for n, s in cases]
+    assert not got[cases.index((int32_max - 1, h200_stride))]  # numel < INT32_MAX, yet it overflows

@@ -10,6 +10,7 @@
 
 #include "../gradient_map_checks.h"
 #include "../gradient_map_math.h"
+#include "../grid_stride_math.h"
 
 namespace spsr_fast {
 namespace {
@@ -52,8 +53,9 @@ __global__ void forward_kernel(const scalar_t* __restrict__ x, Strides4 xs, scal
                                index_t n, index_t C, index_t H, index_t W, index_t Ho, index_t Wo,
                                int padding) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (index_t e = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * static_cast<index_t>(blockDim.x);
+  for (index_t e = static_cast<index_t>(blockIdx.x) * static_cast<index_t>(blockDim.x) + threadIdx.x; e < n;
+       e += stride) {  // e + stride fits index_t: use_int32_index
     index_t b, c, a, col;
     unravel<kChannelsLast>(e, C, Ho, Wo, &b, &c, &a, &col);
     const gm::Plane<scalar_t, acc_t> plane{x + b * xs.b + c * xs.c, H, W, xs.h, xs.w};
@@ -67,8 +69,9 @@ __global__ void backward_kernel(const scalar_t* __restrict__ grad, Strides4 gs,
                                 scalar_t* __restrict__ dx, index_t n, index_t C, index_t H,
                                 index_t W, index_t Ho, index_t Wo, int padding) {
   using acc_t = at::opmath_type<scalar_t>;
-  for (index_t e = blockIdx.x * static_cast<index_t>(blockDim.x) + threadIdx.x; e < n;
-       e += static_cast<index_t>(gridDim.x) * blockDim.x) {
+  const index_t stride = static_cast<index_t>(gridDim.x) * static_cast<index_t>(blockDim.x);
+  for (index_t e = static_cast<index_t>(blockIdx.x) * static_cast<index_t>(blockDim.x) + threadIdx.x; e < n;
+       e += stride) {  // e + stride fits index_t: use_int32_index
     index_t b, c, i, j;
     unravel<kChannelsLast>(e, C, H, W, &b, &c, &i, &j);
     const gm::Plane<scalar_t, acc_t> xplane{x + b * xs.b + c * xs.c, H, W, xs.h, xs.w};
@@ -83,11 +86,13 @@ int blocks_for(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, max_blocks));
 }
 
-// 32-bit index arithmetic when every offset fits, which is most of the time.
-bool fits_int32(const at::Tensor& t) {
-  int64_t max_offset = 0;
-  for (int d = 0; d < t.dim(); ++d) max_offset += (t.size(d) - 1) * std::abs(t.stride(d));
-  return t.numel() < INT32_MAX && max_offset < INT32_MAX;
+// index_t = int32_t makes the linear index and its unravelling (a division and remainder
+// per dimension, the costly part of each element) 32-bit. Memory offsets stay 64-bit either
+// way: Strides4 and Plane hold int64_t, so only the loop index can overflow, on its last
+// grid-stride step (csrc/grid_stride_math.h). The sizes passed as index_t (C, H, W, Ho,
+// Wo <= n + 2) fit whenever that index does.
+bool use_int32_index(int64_t n, int blocks) {
+  return grid_stride_fits_int32(n, static_cast<int64_t>(blocks) * kThreads);
 }
 
 at::Tensor gradient_map_cuda(const at::Tensor& x, int64_t padding) {
@@ -99,12 +104,13 @@ at::Tensor gradient_map_cuda(const at::Tensor& x, int64_t padding) {
                              x.options().memory_format(channels_last ? layout : at::MemoryFormat::Contiguous));
   const int64_t n = out.numel();
   if (n == 0) return out;
-  const bool small = fits_int32(x) && fits_int32(out);
+  const int blocks = blocks_for(n);
+  const bool small = use_int32_index(n, blocks);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gradient_map_cuda", [&] {
     auto launch = [&](auto kernel, auto idx) {
       using index_t = decltype(idx);
-      kernel<<<blocks_for(n), kThreads, 0, stream>>>(
+      kernel<<<blocks, kThreads, 0, stream>>>(
           x.const_data_ptr<scalar_t>(), strides_of(x), out.mutable_data_ptr<scalar_t>(),
           static_cast<index_t>(n), static_cast<index_t>(x.size(1)), static_cast<index_t>(x.size(2)),
           static_cast<index_t>(x.size(3)), static_cast<index_t>(out.size(2)),
@@ -132,12 +138,13 @@ at::Tensor gradient_map_backward_cuda(const at::Tensor& grad_out, const at::Tens
   const int64_t n = dx.numel();
   if (n == 0) return dx;
   const at::Tensor grad = grad_out.to(x.scalar_type());
-  const bool small = fits_int32(x) && fits_int32(grad) && fits_int32(dx);
+  const int blocks = blocks_for(n);
+  const bool small = use_int32_index(n, blocks);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "gradient_map_backward_cuda", [&] {
     auto launch = [&](auto kernel, auto idx) {
       using index_t = decltype(idx);
-      kernel<<<blocks_for(n), kThreads, 0, stream>>>(
+      kernel<<<blocks, kThreads, 0, stream>>>(
           grad.const_data_ptr<scalar_t>(), strides_of(grad), x.const_data_ptr<scalar_t>(),
           strides_of(x), dx.mutable_data_ptr<scalar_t>(), static_cast<index_t>(n),
           static_cast<index_t>(x.size(1)), static_cast<index_t>(x.size(2)),

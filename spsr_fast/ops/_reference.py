@@ -9,7 +9,7 @@ GRADIENT_EPS = 1e-6
 
 
 def gradient_map_reference(x: torch.Tensor, padding: int = 1) -> torch.Tensor:
-    """Gradient magnitude per channel (DESIGN.md 2.1): pad once, shifted-slice differences.
+    """Gradient magnitude per channel (docs/ARCHITECTURE.md 2.1): pad once, shifted-slice differences.
 
     Output pixel a is centred on padded row a + 1, so v = xp[a + 2] - xp[a], and the same
     along columns; padding 1 keeps H x W, padding 2 gives (H + 2) x (W + 2).
@@ -46,7 +46,7 @@ def gradient_map_authors(x: torch.Tensor, padding: int = 1) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------
-# info_nce (DESIGN.md 2.3): InfoNCE over every valid candidate of the query's own image.
+# info_nce (docs/ARCHITECTURE.md 2.3): InfoNCE over every valid candidate of the query's own image.
 # ---------------------------------------------------------------------------------------
 
 INFO_NCE_NORM_EPS = 1e-12  # F.normalize's eps; the fused op normalises with the same helper
@@ -111,7 +111,7 @@ def info_nce_reference(queries: torch.Tensor, features: torch.Tensor, image_inde
 
 
 # ---------------------------------------------------------------------------------------
-# Residual dense blocks (DESIGN.md 2.2): the plain torch.cat formulation of ESRGAN's
+# Residual dense blocks (docs/ARCHITECTURE.md 2.2): the plain torch.cat formulation of ESRGAN's
 # ResidualDenseBlock_5C and RRDB, the ground truth of spsr_fast.ops.dense_block.
 # ---------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Fused residual dense blocks: residual_dense_block (RDB) and rrdb (DESIGN.md 2.2).
+"""Fused residual dense blocks: residual_dense_block (RDB) and rrdb (docs/ARCHITECTURE.md 2.2).
 
 One channels_last buffer per RDB holds [x_in | x1 | x2 | x3 | x4]; each 3x3 conv reads
 the first C_in channels of it and its epilogue writes bias + LeakyReLU(0.2) (conv1..4)
@@ -10,8 +10,10 @@ Backends: `native` = spsr_fast::dense_blocks in spsr_fast._C (CPU float32: Winog
 F(2x2, 3x3) convolutions with the epilogues fused, csrc/cpu/winograd_conv3x3, or oneDNN with
 SPSR_FAST_CPU_CONV=direct; other CPU dtypes oneDNN; CUDA cuDNN, all on the buffer slices),
 `triton` = spsr_fast::dense_blocks_triton (implicit-GEMM conv with the fused epilogues,
-kernels/conv3x3.py), `reference` = the torch.cat formulation. Training saves only the buffers (one per RDB) and runs convolution
-backward on their slices, accumulating input gradients into one gradient buffer.
+kernels/conv3x3.py), `reference` = the torch.cat formulation. Defaults: `native` on the CPU,
+`reference` on CUDA (see CUDA_DEFAULT_REASON). Training saves only the buffers (one per RDB)
+and runs convolution backward on their slices, accumulating input gradients into one
+gradient buffer.
 """
 from __future__ import annotations
 
@@ -25,11 +27,18 @@ from . import _backend
 from ._checks import check_image_batch
 from ._reference import DENSE_NEGATIVE_SLOPE, residual_dense_block_reference, rrdb_reference
 
+# CUDA default: the torch.cat formulation. By byte count the cuDNN-on-slices path (`native`)
+# is no faster: cuDNN needs dense NHWC inputs, so ATen copies each strided slice (the same
+# bytes torch.cat copies) and adds the bias in a separate pass; neither it nor the Triton
+# conv has been timed on a GPU. Both stay opt-in (SPSR_FAST_BACKEND=dense_block=native|triton)
+# until bench/gpu_check.sh measures one ahead on the card.
+CUDA_DEFAULT_REASON = ("torch.cat formulation on cuDNN; the fused paths (native: cuDNN on buffer slices, "
+                       "triton) are opt-in until bench/gpu_check.sh measures one faster")
 OPS = _backend.register(_backend.OpBackends(
     name="dense_block",
     native_ops=("dense_blocks",),
-    # CUDA: cuDNN slices until bench/gpu_check.sh shows the Triton conv ahead on the card.
-    default_order={"cpu": ("native",), "cuda": ("native", "triton")},
+    default_order={"cpu": ("native",), "cuda": ("reference",)},
+    why_default={"cuda": CUDA_DEFAULT_REASON},
 ))
 
 CONVS_PER_BLOCK = 5
@@ -202,15 +211,23 @@ if _extension.LOADED:
     torch.library.register_autograd("spsr_fast::dense_blocks", _backward, setup_context=_setup_context)
 
 
-@torch.library.triton_op("spsr_fast::dense_blocks_triton", mutates_args=())
-def _dense_blocks_triton(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
-                         residual_scale: float, outer_residual: bool,
-                         keep_buffers: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    from .._triton import conv3x3 as kernels
+def _register_triton_ops() -> None:
+    """The Triton ops; registered only where Triton can run (a GPU, or TRITON_INTERPRET=1),
+    because torch.library.triton_op imports the compiler stack (~1.6 s of start-up)."""
 
-    return kernels.dense_blocks(x, weights, biases, residual_scale, outer_residual, keep_buffers,
-                                launch=torch.library.wrap_triton)
+    @torch.library.triton_op("spsr_fast::dense_blocks_triton", mutates_args=())
+    def _dense_blocks_triton(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+                             residual_scale: float, outer_residual: bool,
+                             keep_buffers: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        from .._triton import conv3x3 as kernels
+
+        return kernels.dense_blocks(x, weights, biases, residual_scale, outer_residual, keep_buffers,
+                                    launch=torch.library.wrap_triton)
 
 
-_dense_blocks_triton.register_fake(_fake_dense_blocks)
-torch.library.register_autograd("spsr_fast::dense_blocks_triton", _backward, setup_context=_setup_context)
+    _dense_blocks_triton.register_fake(_fake_dense_blocks)
+    torch.library.register_autograd("spsr_fast::dense_blocks_triton", _backward, setup_context=_setup_context)
+
+
+if _backend.triton_usable():
+    _register_triton_ops()

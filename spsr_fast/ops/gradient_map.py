@@ -1,4 +1,4 @@
-"""gradient_map(x, padding=1): per-channel gradient magnitude (DESIGN.md 2.1).
+"""gradient_map(x, padding=1): per-channel gradient magnitude (docs/ARCHITECTURE.md 2.1).
 
 Backends: the C++/CUDA kernels of spsr_fast._C (schemas `spsr_fast::gradient_map` and
 `spsr_fast::gradient_map_backward`), the Triton kernels of spsr_fast._triton
@@ -81,30 +81,38 @@ if _extension.LOADED:
                                     setup_context=_setup_context)
 
 
-@torch.library.triton_op("spsr_fast::gradient_map_triton", mutates_args=())
-def _gradient_map_triton(x: torch.Tensor, padding: int) -> torch.Tensor:
-    from .._triton import gradient_map as kernels
+def _register_triton_ops() -> None:
+    """The Triton ops; registered only where Triton can run (a GPU, or TRITON_INTERPRET=1),
+    because torch.library.triton_op imports the compiler stack (~1.6 s of start-up)."""
 
-    return kernels.forward(x, padding, launch=torch.library.wrap_triton)
+    @torch.library.triton_op("spsr_fast::gradient_map_triton", mutates_args=())
+    def _gradient_map_triton(x: torch.Tensor, padding: int) -> torch.Tensor:
+        from .._triton import gradient_map as kernels
 
-
-@torch.library.triton_op("spsr_fast::gradient_map_backward_triton", mutates_args=())
-def _gradient_map_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, padding: int) -> torch.Tensor:
-    from .._triton import gradient_map as kernels
-
-    return kernels.backward(grad_out, x, padding, launch=torch.library.wrap_triton)
+        return kernels.forward(x, padding, launch=torch.library.wrap_triton)
 
 
-# Explicit fakes: shape propagation needs no kernel, and the Triton interpreter (CPU
-# tests) cannot run on fake tensors.
-_gradient_map_triton.register_fake(_fake_forward)
-_gradient_map_backward_triton.register_fake(_fake_backward)
+    @torch.library.triton_op("spsr_fast::gradient_map_backward_triton", mutates_args=())
+    def _gradient_map_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, padding: int) -> torch.Tensor:
+        from .._triton import gradient_map as kernels
+
+        return kernels.backward(grad_out, x, padding, launch=torch.library.wrap_triton)
 
 
-def _triton_backward(ctx, grad):
-    (x,) = ctx.saved_tensors
-    return torch.ops.spsr_fast.gradient_map_backward_triton(grad, x, ctx.padding), None
+    # Explicit fakes: shape propagation needs no kernel, and the Triton interpreter (CPU
+    # tests) cannot run on fake tensors.
+    _gradient_map_triton.register_fake(_fake_forward)
+    _gradient_map_backward_triton.register_fake(_fake_backward)
 
 
-torch.library.register_autograd("spsr_fast::gradient_map_triton", _triton_backward,
-                                setup_context=_setup_context)
+    def _triton_backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return torch.ops.spsr_fast.gradient_map_backward_triton(grad, x, ctx.padding), None
+
+
+    torch.library.register_autograd("spsr_fast::gradient_map_triton", _triton_backward,
+                                    setup_context=_setup_context)
+
+
+if _backend.triton_usable():
+    _register_triton_ops()

@@ -1,4 +1,4 @@
-"""info_nce(...): InfoNCE of contrastive prediction over ~10k negatives (DESIGN.md 2.3).
+"""info_nce(...): InfoNCE of contrastive prediction over ~10k negatives (docs/ARCHITECTURE.md 2.3).
 
     loss = info_nce(queries, features, image_index, positive_index, excluded_centres,
                     grid_width, radius, scale=64.0)          # (N,) float32 per-row losses
@@ -169,31 +169,39 @@ if _extension.LOADED and hasattr(torch.ops.spsr_fast, "info_nce"):
         setup_context=_setup_context)
 
 
-@torch.library.triton_op("spsr_fast::info_nce_triton", mutates_args=())
-def _info_nce_triton(queries: torch.Tensor, features: torch.Tensor, image_index: torch.Tensor,
-                     positive_index: torch.Tensor, excluded_centres: torch.Tensor, grid_width: int, radius: int,
-                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    from .._triton import info_nce as kernels
+def _register_triton_ops() -> None:
+    """The Triton ops; registered only where Triton can run (a GPU, or TRITON_INTERPRET=1),
+    because torch.library.triton_op imports the compiler stack (~1.6 s of start-up)."""
 
-    return kernels.forward(queries, features, image_index, positive_index, excluded_centres, grid_width, radius,
-                           scale, launch=torch.library.wrap_triton)
+    @torch.library.triton_op("spsr_fast::info_nce_triton", mutates_args=())
+    def _info_nce_triton(queries: torch.Tensor, features: torch.Tensor, image_index: torch.Tensor,
+                         positive_index: torch.Tensor, excluded_centres: torch.Tensor, grid_width: int, radius: int,
+                         scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        from .._triton import info_nce as kernels
 
-
-@torch.library.triton_op("spsr_fast::info_nce_backward_triton", mutates_args=())
-def _info_nce_backward_triton(grad_loss: torch.Tensor, queries: torch.Tensor, features: torch.Tensor,
-                              image_index: torch.Tensor, positive_index: torch.Tensor,
-                              excluded_centres: torch.Tensor, lse: torch.Tensor, grid_width: int, radius: int,
-                              scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    from .._triton import info_nce as kernels
-
-    return kernels.backward(grad_loss, queries, features, image_index, positive_index, excluded_centres, lse,
-                            grid_width, radius, scale, launch=torch.library.wrap_triton)
+        return kernels.forward(queries, features, image_index, positive_index, excluded_centres, grid_width, radius,
+                               scale, launch=torch.library.wrap_triton)
 
 
-# Explicit fakes: shape propagation needs no kernel, and the Triton interpreter (CPU
-# tests) cannot run on fake tensors.
-_info_nce_triton.register_fake(_fake_forward)
-_info_nce_backward_triton.register_fake(_fake_backward)
-torch.library.register_autograd(
-    "spsr_fast::info_nce_triton", _make_backward(lambda *a: torch.ops.spsr_fast.info_nce_backward_triton(*a)),
-    setup_context=_setup_context)
+    @torch.library.triton_op("spsr_fast::info_nce_backward_triton", mutates_args=())
+    def _info_nce_backward_triton(grad_loss: torch.Tensor, queries: torch.Tensor, features: torch.Tensor,
+                                  image_index: torch.Tensor, positive_index: torch.Tensor,
+                                  excluded_centres: torch.Tensor, lse: torch.Tensor, grid_width: int, radius: int,
+                                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        from .._triton import info_nce as kernels
+
+        return kernels.backward(grad_loss, queries, features, image_index, positive_index, excluded_centres, lse,
+                                grid_width, radius, scale, launch=torch.library.wrap_triton)
+
+
+    # Explicit fakes: shape propagation needs no kernel, and the Triton interpreter (CPU
+    # tests) cannot run on fake tensors.
+    _info_nce_triton.register_fake(_fake_forward)
+    _info_nce_backward_triton.register_fake(_fake_backward)
+    torch.library.register_autograd(
+        "spsr_fast::info_nce_triton", _make_backward(lambda *a: torch.ops.spsr_fast.info_nce_backward_triton(*a)),
+        setup_context=_setup_context)
+
+
+if _backend.triton_usable():
+    _register_triton_ops()
