@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 
 from spsr_fast.train.config import Config, ConfigError, load_config, parse_override
@@ -81,3 +83,40 @@ def test_shipped_configs_parse():
     assert {os.path.basename(p) for p in paths} >= {"psnr_x4.yaml", "spsr_g.yaml", "tiny_cpu.yaml"}
     for p in paths:
         load_config(p, check_paths=False)
+
+
+def test_builtin_sources_are_validated_like_folders(monkeypatch):
+    cfg = load_config(None, ["data.train_hr=builtin:skimage-train", "data.val_hr=[builtin:skimage-val]"])
+    assert cfg.data.train_hr == ["builtin:skimage-train"] and cfg.data.val_hr == ["builtin:skimage-val"]
+    # A typo is caught even without path checks, naming the field and the valid names.
+    for check_paths in (True, False):
+        with pytest.raises(ConfigError, match=r"^data\.val_hr\[1\]: unknown built-in image source "
+                                              r"'builtin:skimage-test' \(known: builtin:skimage-train, "
+                                              r"builtin:skimage-val\)$"):
+            load_config(None, ["data.train_hr=builtin:skimage-train",
+                               "data.val_hr=[builtin:skimage-val, builtin:skimage-test]"], check_paths=check_paths)
+    with pytest.raises(ConfigError, match=r"^data\.train_lr\[0\]: built-in sources hold HR images only"):
+        load_config(None, ["data.train_hr=builtin:skimage-train", "data.train_lr=builtin:skimage-train"])
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as if scikit-image were not installed
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    with pytest.raises(ConfigError, match=r"^data\.train_hr\[0\]: builtin:skimage-train needs scikit-image: "
+                                          r"pip install scikit-image$"):
+        load_config(None, ["data.train_hr=builtin:skimage-train"])
+
+
+def test_shipped_configs_point_only_inside_the_repository():
+    """Data, weights and outputs are built-in sources or relative paths a user fills in:
+    nothing absolute, nothing above the repository (a fresh clone has nothing there)."""
+    import glob
+    import os
+
+    root = os.path.join(os.path.dirname(__file__), "..", "configs")
+    for p in sorted(glob.glob(os.path.join(root, "*.yaml"))):
+        with open(p) as fh:
+            text = fh.read()
+        assert "shared/" not in text, p
+        cfg = load_config(p, check_paths=False)
+        values = [*cfg.data.train_hr, *cfg.data.train_lr, *cfg.data.val_hr, *cfg.data.val_lr,
+                  cfg.model.pretrained or "", cfg.run.output_dir, getattr(getattr(cfg, "structure", None), "nse", None) or ""]
+        for value in values:
+            assert not os.path.isabs(value) and not value.startswith(".."), f"{p}: {value}"

@@ -1,4 +1,5 @@
 """Image reading, datasets, sampler and sub-image preparation."""
+import itertools
 import logging
 import os
 
@@ -67,16 +68,79 @@ def test_on_the_fly_crop_equals_crop_of_whole_lr(folder):
         np.testing.assert_array_equal(hr_crop, hr[top * 4:(top + 8) * 4, left * 4:(left + 8) * 4])
 
 
+def _dihedral(a, hflip, vflip, transpose):
+    """The transform of datasets.augment, in the same order."""
+    if hflip:
+        a = a[:, ::-1]
+    if vflip:
+        a = a[::-1]
+    return a.transpose(1, 0, 2) if transpose else a
+
+
+def _undo_dihedral(a, hflip, vflip, transpose):
+    a = a.transpose(1, 0, 2) if transpose else a
+    a = a[::-1] if vflip else a
+    return a[:, ::-1] if hflip else a
+
+
+def _locate_crop(crop, image, scale):
+    """(transform, LR top, LR left) at which the augmented HR `crop` was cut from `image`."""
+    n = crop.shape[0]
+    for transform in itertools.product((False, True), repeat=3):
+        plain = _undo_dihedral(crop, *transform)
+        for top in range(0, image.shape[0] - n + 1, scale):
+            for left in range(0, image.shape[1] - n + 1, scale):
+                if np.array_equal(image[top:top + n, left:left + n], plain):
+                    return transform, top // scale, left // scale
+    raise AssertionError("the HR crop is not a (flipped/transposed) window of the image on the LR grid")
+
+
 def test_hr_dataset_items_and_augment_consistency(folder):
     ds = HRDataset(str(folder), scale=4, hr_size=32)
     item = ds[(0, (1, 0, 5))]
     assert item["lr"].shape == (3, 8, 8) and item["hr"].shape == (3, 32, 32)
-    assert 0 <= item["lr"].min() and item["lr"].max() <= 1
     again = ds[(0, (1, 0, 5))]
-    assert (item["hr"] == again["hr"]).all()  # a sample is a pure function of its seed
-    # LR stays the bicubic of HR after the flips (same transform on both).
-    lr = make_lr(item["hr"].numpy().transpose(1, 2, 0), 4, quantize_lr=True)
-    assert np.abs(lr[2:-2, 2:-2] - item["lr"].numpy().transpose(1, 2, 0)[2:-2, 2:-2]).max() < 0.05
+    assert (item["hr"] == again["hr"]).all() and (item["lr"] == again["lr"]).all()  # a pure function of its seed
+
+    # Each LR crop must be the same (flipped/transposed) window of the 8-bit LR of the whole
+    # image as its HR crop: the on-the-fly LR is float64 bicubic rounded once to 8 bits, so it
+    # is exact, except that a value within float error of a rounding tie (k + 0.5) / 255 may
+    # round either way (1/255). A 1-pixel shift, a missing quantisation or flips applied to
+    # one side only break this by far more.
+    hr = read_image(ds.paths[0])
+    hr = hr[: hr.shape[0] // 4 * 4, : hr.shape[1] // 4 * 4]
+    lr_exact = make_lr(hr, 4, quantize_lr=False).astype(np.float64)
+    lr_full = make_lr(hr, 4, quantize_lr=True)
+    transforms = set()
+    for position in range(12):
+        item = ds[(0, (1, 0, position))]
+        lr, hr_crop = (item[k].numpy().transpose(1, 2, 0) for k in ("lr", "hr"))
+        np.testing.assert_array_equal(lr * 255, np.round(lr * 255))  # 8-bit levels, as an LR PNG
+        transform, top, left = _locate_crop(hr_crop, hr, 4)
+        transforms.add(transform)
+        expected = _dihedral(lr_full[top:top + 8, left:left + 8], *transform)
+        exact = _dihedral(lr_exact[top:top + 8, left:left + 8], *transform) * 255
+        near_tie = np.abs(exact - np.floor(exact) - 0.5) < 1e-3
+        np.testing.assert_array_equal(lr[~near_tie], expected[~near_tie])
+        assert np.abs(lr - expected).max() <= 1 / 255 + 1e-7
+    assert len(transforms) >= 4  # the draws really flipped and transposed
+
+
+def test_decoded_images_are_cached_within_the_budget(folder, monkeypatch):
+    import spsr_fast.data.datasets as datasets
+
+    reads = []
+    real_read = datasets.read_image
+    monkeypatch.setattr(datasets, "read_image", lambda path: reads.append(path) or real_read(path))
+    cached = HRDataset(str(folder), scale=4, hr_size=32)
+    first = [cached[(i % 3, (0, 0, i))] for i in range(9)]
+    assert len(reads) == 3  # each image decoded once, then served from memory
+    monkeypatch.setattr(datasets, "DECODE_CACHE_BYTES", 0)  # nothing fits: decoded per sample
+    uncached = HRDataset(str(folder), scale=4, hr_size=32)
+    again = [uncached[(i % 3, (0, 0, i))] for i in range(9)]
+    assert len(reads) == 3 + 9
+    for a, b in zip(first, again):  # the cache changes no sample
+        assert (a["lr"] == b["lr"]).all() and (a["hr"] == b["hr"]).all()
 
 
 def test_corrupt_image_is_reported_and_skipped(folder, caplog):

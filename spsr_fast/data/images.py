@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from .builtin import builtin_paths, is_builtin
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -29,7 +31,10 @@ def is_image_file(path: str) -> bool:
 
 
 def list_images(folder: str) -> list[str]:
-    """Sorted image files under `folder` (recursive)."""
+    """Sorted image files under `folder` (recursive), or the files of a built-in source
+    `builtin:NAME` in its fixed order (spsr_fast/data/builtin.py)."""
+    if is_builtin(folder):
+        return builtin_paths(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder does not exist: {folder}")
     found = []

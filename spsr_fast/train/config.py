@@ -1,7 +1,7 @@
 """Training configuration: dataclasses, YAML loading with validation, `key=value` overrides.
 
 Every error names the field (`optim.lr_g: expected a float, got 'fast'`). Defaults are the
-paper's SPSR-G settings (DESIGN.md 4); configs/*.yaml only state what differs.
+paper's SPSR-G settings (docs/ARCHITECTURE.md 4); configs/*.yaml only state what differs.
 """
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from typing import Literal, Optional, Union
 
 import yaml
 
+from ..data.builtin import BuiltinSourceError, builtin_paths, is_builtin, lookup
+
 
 class ConfigError(ValueError):
     """A config problem; the message starts with the dotted field name."""
@@ -22,9 +24,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    train_hr: list[str] = field(default_factory=list)   # folder(s) of HR images (LR made on the fly)
+    # HR image folders, or built-in sources `builtin:NAME` (spsr_fast/data/builtin.py:
+    # builtin:skimage-train, builtin:skimage-val); LR made on the fly
+    train_hr: list[str] = field(default_factory=list)
     train_lr: list[str] = field(default_factory=list)   # optional paired LR folder(s)
-    val_hr: list[str] = field(default_factory=list)     # validation HR folder(s); empty: no validation
+    val_hr: list[str] = field(default_factory=list)     # validation HR folder(s) / sources; empty: no validation
     val_lr: list[str] = field(default_factory=list)
     val_crop: int = 0          # centre-crop validation HR images to this size (0: whole images)
     val_limit: int = 0         # validate on at most this many images (0: all)
@@ -228,9 +232,29 @@ def parse_override(text: str) -> tuple[str, object]:
 
 # ----- semantic checks -------------------------------------------------------------------------
 
+def _check_builtin_names(name: str, folders: list[str], allowed: bool) -> None:
+    """`builtin:NAME` entries (spsr_fast/data/builtin.py) must name a known source, and only
+    where HR images are expected; checked even without check_paths (a typo is not a path issue)."""
+    for i, folder in enumerate(folders):
+        if not is_builtin(folder):
+            continue
+        if not allowed:
+            raise ConfigError(f"{name}[{i}]: built-in sources hold HR images only; "
+                              f"{name} takes a folder of LR images, got {folder!r}")
+        try:
+            lookup(folder)
+        except BuiltinSourceError as exc:
+            raise ConfigError(f"{name}[{i}]: {exc}") from None
+
+
 def _require_folders(name: str, folders: list[str]) -> None:
     for i, folder in enumerate(folders):
-        if not os.path.isdir(folder):
+        if is_builtin(folder):
+            try:
+                builtin_paths(folder)  # the package that ships it is installed and complete
+            except BuiltinSourceError as exc:
+                raise ConfigError(f"{name}[{i}]: {exc}") from None
+        elif not os.path.isdir(folder):
             raise ConfigError(f"{name}[{i}]: folder does not exist: {folder}")
 
 
@@ -260,6 +284,8 @@ def validate(cfg: Config, check_paths: bool = True) -> Config:
         raise ConfigError(f"losses.adversarial_ramp_iters: must be >= 0, got {cfg.losses.adversarial_ramp_iters}")
     if sorted(cfg.optim.milestones) != cfg.optim.milestones:
         raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
+    for name, allowed in (("train_hr", True), ("val_hr", True), ("train_lr", False), ("val_lr", False)):
+        _check_builtin_names(f"data.{name}", getattr(cfg.data, name), allowed)
     if check_paths:
         if not cfg.data.train_hr:
             raise ConfigError("data.train_hr: no training folder given")
