@@ -6,10 +6,11 @@ import importlib
 import torch
 
 try:
-    importlib.import_module("spsr_fast._C")
+    _C = importlib.import_module("spsr_fast._C")
     LOADED = True
     LOAD_ERROR = ""
 except ImportError as error:  # not built, or built against another torch
+    _C = None
     LOADED = False
     LOAD_ERROR = f"{type(error).__name__}: {error}"
 
@@ -22,3 +23,11 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
         return torch._C._dispatch_has_kernel_for_dispatch_key(f"spsr_fast::{op}", dispatch_key)
     except RuntimeError:  # schema absent: an older build of _C without this op
         return False
+
+
+def build_info() -> dict | None:
+    """How _C was built, from setup.py: {"summary": its build line, "cuda_archs": the arch list
+    ('' when CPU-only), "openmp": bool}; None when _C is not loaded or predates build_info."""
+    if not LOADED or not hasattr(_C, "build_info"):
+        return None
+    return _C.build_info()

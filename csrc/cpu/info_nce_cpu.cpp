@@ -28,12 +28,8 @@
 #include "../info_nce_math.h"
 
 // The hot loops are compiled twice, for AVX2+FMA and for the baseline ISA, and picked at
-// load time (GCC/Clang function multi-versioning); elsewhere only the baseline exists.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define SPSR_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define SPSR_CPU_CLONES
-#endif
+// load time (GCC function multi-versioning, common.h); elsewhere only the baseline exists.
+#define SPSR_CPU_CLONES SPSR_X86_CLONES("arch=x86-64-v3", "default")
 #define SPSR_ALWAYS_INLINE inline __attribute__((always_inline))
 // 32-byte vectors only cross inlined calls, so the AVX-without-AVX ABI note does not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"

@@ -9,6 +9,7 @@
 // of tiles. Each thread takes whole chunks and keeps its V and M in its own L2.
 #include "winograd_conv3x3.h"
 
+#include "../common.h"
 #include "small_gemm.h"
 
 #include <ATen/Parallel.h>
@@ -42,7 +43,7 @@ PixelView pixel_view(const at::Tensor& t) {
   return {t.data_ptr<float>(), t.stride(0), t.stride(2), t.stride(3)};
 }
 
-#define SPSR_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define SPSR_VECTOR_CLONES SPSR_X86_CLONES("avx512f", "avx2", "default")
 
 // V[p][i][c] for the n tiles from `first`: the 4x4 input patch of each tile (zero outside the
 // image), transformed.

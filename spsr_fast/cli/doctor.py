@@ -19,6 +19,18 @@ def _version(module: str) -> str:
     return getattr(mod, "__version__", "installed")
 
 
+def _print_build_info(info) -> None:
+    if info is None:
+        print("build: unknown (spsr_fast._C predates build_info; rebuild with pip install -e .)")
+        return
+    if info["cuda_archs"]:
+        print(f"CUDA kernels compiled for: {info['cuda_archs']}")
+    else:
+        print("CUDA kernels: not compiled (CPU-only build)")
+    print(f"CPU kernels: {'with' if info['openmp'] else 'WITHOUT'} OpenMP")
+    print(f"build: {info['summary']}")
+
+
 def run(args) -> int:
     import torch
 
@@ -38,6 +50,7 @@ def run(args) -> int:
         keys = [k for k in ("CPU", "CUDA") if any(_extension.has_kernel(op, k) for o in REGISTRY.values()
                                                     for op in o.native_ops)]
         print(f"spsr_fast._C: loaded, kernels for {', '.join(keys) or 'nothing'}")
+        _print_build_info(_extension.build_info())
     else:
         print(f"spsr_fast._C: NOT loaded ({_extension.LOAD_ERROR})")
     forced = get_backend()
