@@ -53,13 +53,19 @@ def run(args) -> int:
         _print_build_info(_extension.build_info())
     else:
         print(f"spsr_fast._C: NOT loaded ({_extension.LOAD_ERROR})")
+    per_op = {name: get_backend(name) for name in REGISTRY}
     forced = get_backend()
-    source = "SPSR_FAST_BACKEND / set_backend" if forced else "per-op default"
-    print(f"backend choice: {forced or 'auto'} ({source})"
+    if any(per_op.values()):
+        choice = ", ".join(f"{name}={b}" for name, b in sorted(per_op.items()) if b)
+        source = "SPSR_FAST_BACKEND / set_backend"
+    else:
+        choice, source = "auto", "per-op default"
+    print(f"backend choice: {forced or choice} ({source})"
           + ("  TRITON_INTERPRET=1" if os.environ.get("TRITON_INTERPRET") == "1" else ""))
     print()
     width = max(len(name) for name in REGISTRY)
     for name, ops in sorted(REGISTRY.items()):
+        forced = per_op[name]
         for device_type in DEVICE_TYPES:
             if forced:
                 ok, reason = ops.status(forced, device_type)

@@ -1,7 +1,7 @@
 """Building blocks shared by the generators: dense blocks (RDB/RRDB), upsampling, init.
 
 The RDB/RRDB computation lives in `rdb_forward` / `rrdb_forward` only. The fused
-dense-block op (DESIGN.md 2.2) replaces the body of `rrdb_forward`; nothing else
+dense-block op (docs/ARCHITECTURE.md 2.2) replaces the body of `rrdb_forward`; nothing else
 changes, because every generator calls its RRDBs through `RRDB.forward`.
 """
 from __future__ import annotations
