@@ -83,7 +83,7 @@ def test_doctor_error_while_running_is_one_line(capsys, monkeypatch):
     """A bad value doctor meets while it runs (here: the backend it is told to report) ends it like any command."""
     import spsr_fast.ops._backend as backend
 
-    def bad_backend():
+    def bad_backend(*_op):
         raise ValueError("SPSR_FAST_BACKEND must be one of reference, native, triton or auto, got 'fast'")
 
     monkeypatch.setattr(backend, "get_backend", bad_backend)
