@@ -39,8 +39,10 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto: bf16 on GPUs with native bf16 (compute capability 8.0+), fp16 on older "
-                             "ones, fp32 on CPU; 16-bit outputs run the layers that carry the image in fp32")
-    parser.add_argument("--fp32", action="store_true", help="same as --precision fp32 (no autocast)")
+                             "ones; on the CPU bf16 products with float32 activations where the CPU has bf16 "
+                             "dot products (AVX512_BF16; SPSR_FAST_CPU_BF16=0 turns that off), else fp32; "
+                             "16-bit outputs run the layers that carry the image in fp32")
+    parser.add_argument("--fp32", action="store_true", help="same as --precision fp32 (exact float32)")
     parser.add_argument("--tile", type=int_at_least(0), default=None,
                         help="tile size in input pixels (default: from free memory; 0: never tile); a tile "
                              "that runs out of device memory is retried at half the size")
@@ -91,6 +93,13 @@ def build_upscaler(args):
                         tile_batch=args.tile_batch, compile=args.compile,
                         alpha=getattr(args, "alpha", "bicubic"), threads=args.threads)
     return upscaler, path
+
+
+def precision_summary(args, upscaler) -> str:
+    """The precision for the summary line, with why when --precision auto chose it."""
+    if args.fp32 or args.precision != "auto":
+        return upscaler.dtype_name
+    return f"{upscaler.dtype_name} by precision auto: {upscaler.precision_reason}"
 
 
 def _progress_bars(enabled: bool):
@@ -222,8 +231,10 @@ def run(args) -> int:
     bars.close()
     total = time.perf_counter() - start
     rate = pixels_out / 1e6 / seconds if seconds > 0 else 0.0
-    precision = upscaler.dtype_name
-    if fp32_path:  # 16-bit outputs: the layers carrying the image ran in fp32 (runner/image_path.py)
+    precision = precision_summary(args, upscaler)
+    if fp32_path and upscaler.auto_precision and upscaler.engine == "cpu-bf16":  # the CPU engine's auto
+        precision += f"; {fp32_path} 16-bit output(s) in float32"
+    elif fp32_path:  # 16-bit outputs: the layers carrying the image ran in fp32 (runner/image_path.py)
         precision += f"; {fp32_path} 16-bit output(s) with the image path in float32"
     print(f"{done} image(s) upscaled x{upscaler.scale}, {len(failures)} failed, in {total:.1f} s: "
           f"{rate:.2f} output MP/s on {upscaler.device} ({precision}, "

@@ -3,8 +3,14 @@ with alpha, gray and 16-bit pictures.
 
 Policy (docs/ARCHITECTURE.md 5): on a GPU, bf16 autocast where the GPU computes bf16
 natively (compute capability 8.0+; fp16 on older GPUs, which only emulate bf16),
-channels_last and the fused kernels; on the CPU, fp32 channels_last with the CPU kernels
-on every CPU this process may use. `precision="fp32"` turns autocast off. Pictures written
+channels_last and the fused kernels. On the CPU, RRDBNet and SPSRNet run through the CPU
+engine (cpu_engine.py: weights packed once per model) on every CPU this process may use.
+There `auto` is bf16 where the CPU has bf16 dot products (AVX512_BF16; SPSR_FAST_CPU_BF16=0
+says it has not), else float32; auto's bf16 runs the layers that carry the image with float32
+GEMMs, which keeps its error against float32 within the bound tests/test_cpu_bf16_engine.py
+checks on photographs (mean <= 0.002, max no larger than bf16's elsewhere), and 16-bit
+outputs in exact float32; `bf16` runs those layers in bf16 too for 8-bit outputs; `fp32` is
+the exact float32 path. `precision="fp32"` turns autocast off. Pictures written
 with 16 bits per sample run the layers that carry the image in fp32 (image_path.py), so
 they keep more than 8 bits under autocast. The tile size is chosen from free memory unless
 given; an image that fits one tile is not tiled; a tile that runs out of device memory is
@@ -24,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..precision import has_native_bf16
+from ..precision import cpu_bf16_kernels, has_native_bf16
+from . import cpu_engine
 from .cpus import available_cpus
 from .image_path import exact_fp32_convolutions, with_fp32_image_path
 from .io import Picture, with_pixels
@@ -58,17 +65,34 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+def choose_precision(precision: str, device: torch.device, model: nn.Module | None = None
+                     ) -> tuple[torch.dtype, str]:
+    """(dtype, why in a few words). `auto` on the CPU depends on the model: bf16 only where
+    the CPU engine runs it on native bf16 dot products (without a model: float32)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
+    if precision != "auto":
+        if device.type == "cpu" and precision == "fp16":
+            raise ValueError("precision: fp16 is not supported on the CPU (use fp32 or bf16)")
+        return _DTYPES[precision], "asked for"
+    if device.type == "cuda":
         # the target device's own capability: bf16 that is only emulated (sm < 80) is slow
-        return torch.bfloat16 if has_native_bf16(device) else torch.float16
-    if device.type == "cpu" and precision == "fp16":
-        raise ValueError("precision: fp16 is not supported on the CPU (use fp32 or bf16)")
-    return _DTYPES[precision]
+        if has_native_bf16(device):
+            return torch.bfloat16, "native bf16 on this GPU"
+        return torch.float16, "this GPU only emulates bf16"
+    if model is None:
+        return torch.float32, "no model to check"
+    native, why = cpu_bf16_kernels()
+    if not native:
+        return torch.float32, f"no native bf16: {why}"
+    unsupported = cpu_engine.unsupported_reason(model)
+    if unsupported is not None:
+        return torch.float32, unsupported
+    return torch.bfloat16, f"{why}; activations and the layers carrying the image in float32"
+
+
+def resolve_dtype(precision: str, device: torch.device, model: nn.Module | None = None) -> torch.dtype:
+    return choose_precision(precision, device, model)[0]
 
 
 def model_scale(model: nn.Module) -> int:
@@ -185,7 +209,8 @@ class Upscaler:
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(precision, self.device)
+        self.dtype, self.precision_reason = choose_precision(precision, self.device, model)
+        self.auto_precision = precision == "auto"
         if self.device.type == "cpu":
             torch.set_num_threads(threads or available_cpus())
         self.channels_last = channels_last
@@ -214,6 +239,7 @@ class Upscaler:
         self.compiled = compile
         self.log = log or logger.warning
         self._networks: dict[bool, nn.Module] = {}
+        self.engine = self._engine_kind()
 
     @property
     def tile(self) -> int:
@@ -228,8 +254,26 @@ class Upscaler:
     def reduced_precision(self) -> bool:
         return self.dtype != torch.float32
 
+    def _engine_kind(self) -> str:
+        """What runs the network: "cpu-bf16"/"cpu-fp32" (the CPU engine) or "module" (the
+        model's forward, under autocast in reduced precision)."""
+        if (self.device.type != "cpu" or self.compiled or cpu_engine.unsupported_reason(self.model)
+                or not cpu_engine.native_dense_blocks()):  # e.g. SPSR_FAST_BACKEND=reference: as asked
+            return "module"
+        if self.dtype == torch.float32:
+            return "cpu-fp32"
+        # bf16 asked for on a CPU without bf16 dot products: oneDNN's autocast path, as before
+        return "cpu-bf16" if self.dtype == torch.bfloat16 and cpu_bf16_kernels()[0] else "module"
+
     def _network(self, precise: bool) -> nn.Module:
-        """The model to call: as is, or its view with the image path in fp32; compiled on request."""
+        """The model to call: the CPU engine, the model as is or its view with the image path in
+        fp32; compiled on request."""
+        if precise not in self._networks and self.engine != "module":
+            # auto keeps the image path in float32 GEMMs (the bound it is chosen by), and runs
+            # 16-bit outputs in exact float32: bf16 products in the trunk leave them about 12 bits
+            bf16 = self.engine == "cpu-bf16" and not (precise and self.auto_precision)
+            self._networks[precise] = cpu_engine.CpuEngine(self.model, bf16=bf16,
+                                                           fp32_image_path=precise or self.auto_precision)
         if precise not in self._networks:
             network = with_fp32_image_path(self.model) if precise else self.model
             if self.compiled:
@@ -240,7 +284,7 @@ class Upscaler:
         return self._networks[precise]
 
     def _autocast(self):
-        if self.dtype == torch.float32:
+        if self.dtype == torch.float32 or self.engine != "module":  # the engine picks each layer's precision
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 

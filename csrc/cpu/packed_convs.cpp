@@ -1,0 +1,265 @@
+// Convolutions with weights transformed once per model, for the CPU inference engine
+// (spsr_fast/inference/cpu_engine.py, docs/ARCHITECTURE.md 5).
+//
+// spsr_fast::dense_blocks transforms every conv weight for Winograd on every call (and
+// copies channels_last weights to contiguous first): about 137 ms per forward of an nf 64,
+// nb 23 RRDBNet, paid again per tile. Here the engine packs each weight once
+// (winograd_pack), keeps the packs per model, and passes them in:
+//   winograd_pack(weight, bf16)   -> float32 (16, C_in, C_out) U of csrc/cpu/winograd_conv3x3
+//                                    or the bf16 pack of csrc/cpu/winograd_packed
+//   conv3x3_packed(x, pack, bias, epilogue, scale, res1, res2, upsample) -> one 3x3 conv
+//   rrdb_packed(x, packs, biases, residual_scale, outer_residual) -> an RRDB (or a chain of RDBs)
+//   conv_chain(x, packs, biases, upsample, leaky_relu, tile) -> convs one after the other, tile
+//                                    by tile of the output (the generators' upsampling tails)
+// A bf16 pack runs bf16 GEMMs (csrc/cpu/winograd_packed); a float32 pack runs the float32
+// kernel of csrc/cpu/winograd_conv3x3 in rrdb_packed, and in conv3x3_packed the float32
+// variant of winograd_packed, which can read the input through the upsampling. rrdb_packed
+// computes the dense blocks exactly as spsr_fast::dense_blocks does without keep_buffers
+// (csrc/dense_block.cpp): same buffer scheme, same order, same kernel, so with float32 packs
+// its result is bit for bit that op's. Inference only: no autograd.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "winograd_packed.h"
+#include "winograd_conv3x3.h"
+
+namespace spsr_fast {
+namespace {
+
+constexpr double kNegativeSlope = 0.2;
+constexpr int64_t kConvsPerBlock = 5;
+constexpr int64_t kPositions = 16;
+
+bool is_bf16_pack(const at::Tensor& pack) { return pack.scalar_type() == at::kBFloat16; }
+
+void check_pack(const at::Tensor& pack, int64_t in_channels, int64_t out_channels, const char* what) {
+  TORCH_CHECK(pack.device().is_cpu() && pack.dim() >= 3 && pack.size(0) == kPositions,
+              what, ": not a Winograd pack (from spsr_fast::winograd_pack): shape ", pack.sizes());
+  if (is_bf16_pack(pack)) {
+    TORCH_CHECK(pack.dim() == 4 && pack.size(1) == (in_channels + 1) / 2 &&
+                    pack.size(2) == (out_channels + 15) / 16 * 16 && pack.size(3) == 2,
+                what, ": bf16 pack of shape ", pack.sizes(), " does not fit ", in_channels, " -> ", out_channels,
+                " channels");
+  } else {
+    TORCH_CHECK(pack.scalar_type() == at::kFloat && pack.dim() == 3 && pack.size(1) == in_channels &&
+                    pack.size(2) == out_channels,
+                what, ": float32 pack of shape ", pack.sizes(), " does not fit ", in_channels, " -> ",
+                out_channels, " channels");
+  }
+}
+
+// In the dense blocks: float32 packs run the kernel spsr_fast::dense_blocks runs (bit for bit).
+void block_conv_into(const at::Tensor& input, const at::Tensor& pack, const at::Tensor& bias,
+                     const EpilogueArgs& epilogue, at::Tensor out) {
+  if (is_bf16_pack(pack)) {
+    winograd_packed_conv3x3_into(input, false, pack, bias, epilogue, out);
+  } else {
+    winograd_conv3x3_into(input, pack, bias, epilogue, out);
+  }
+}
+
+EpilogueArgs leaky_relu_epilogue() {
+  EpilogueArgs e;
+  e.kind = ConvEpilogue::kBiasLeakyRelu;
+  e.negative_slope = kNegativeSlope;
+  return e;
+}
+
+EpilogueArgs residual_epilogue(double scale, const at::Tensor& res1, const at::Tensor& res2 = {}) {
+  EpilogueArgs e;
+  e.kind = res2.defined() ? ConvEpilogue::kResidual2 : ConvEpilogue::kResidual;
+  e.scale = scale;
+  e.res1 = res1;
+  e.res2 = res2;
+  return e;
+}
+
+void check_float_cpu(const at::Tensor& t, const char* what, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, what, ": ", name,
+              " must be a float32 CPU tensor, got ", t.scalar_type(), " on ", t.device());
+}
+
+at::Tensor winograd_pack(const at::Tensor& weight, bool bf16) {
+  TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
+              "winograd_pack: weight must be (C_out, C_in, 3, 3), got ", weight.sizes());
+  TORCH_CHECK(weight.device().is_cpu() && at::isFloatingType(weight.scalar_type()),
+              "winograd_pack: weight must be a floating-point CPU tensor");
+  // contiguous here, once: the float32 transform would copy a channels_last weight itself
+  const at::Tensor w = weight.to(at::kFloat).contiguous();
+  return bf16 ? winograd_bf16_pack_weight(w) : winograd_weight_transform(w);
+}
+
+// epilogue: "bias", "lrelu" (bias + LeakyReLU 0.2), "residual" (res1 + scale * (conv + bias)),
+// "residual2" (res2 + scale * (res1 + scale * (conv + bias))).
+at::Tensor conv3x3_packed(const at::Tensor& x, const at::Tensor& pack, const at::Tensor& bias,
+                          c10::string_view epilogue, double scale, const std::optional<at::Tensor>& res1,
+                          const std::optional<at::Tensor>& res2, bool upsample) {
+  TORCH_CHECK(x.dim() == 4, "conv3x3_packed: x must be 4-D (B, C, H, W), got ", x.dim(), "-D");
+  check_float_cpu(x, "conv3x3_packed", "x");
+  check_float_cpu(bias, "conv3x3_packed", "bias");
+  TORCH_CHECK(bias.dim() == 1, "conv3x3_packed: bias must be 1-D, got ", bias.sizes());
+  const int64_t out_channels = bias.size(0);
+  check_pack(pack, x.size(1), out_channels, "conv3x3_packed");
+  EpilogueArgs e;
+  const std::string kind(epilogue);
+  if (kind == "bias") {
+    e.kind = ConvEpilogue::kBias;
+  } else if (kind == "lrelu") {
+    e = leaky_relu_epilogue();
+  } else if (kind == "residual" || kind == "residual2") {
+    TORCH_CHECK(res1.has_value() && (kind == "residual" || res2.has_value()), "conv3x3_packed: epilogue '", kind,
+                "' needs res1", kind == "residual2" ? " and res2" : "");
+    e = residual_epilogue(scale, *res1, kind == "residual2" ? *res2 : at::Tensor());
+  } else {
+    TORCH_CHECK(false, "conv3x3_packed: epilogue must be bias, lrelu, residual or residual2, got '", kind, "'");
+  }
+  const int64_t factor = upsample ? 2 : 1;
+  const auto channels_last = at::MemoryFormat::ChannelsLast;
+  const at::Tensor input = x.stride(1) == 1 ? x : x.contiguous(channels_last);
+  at::Tensor out = at::empty({x.size(0), out_channels, x.size(2) * factor, x.size(3) * factor},
+                             x.options().memory_format(channels_last));
+  for (at::Tensor* r : {&e.res1, &e.res2}) {
+    if (r->defined() && r->stride(1) != 1) *r = r->contiguous(channels_last);
+  }
+  winograd_packed_conv3x3_into(input, upsample, pack, bias.contiguous(), e, out);
+  return out;
+}
+
+// bf16 dense blocks by dense_blocks_wavefront: conv k transforms only x_k, so conv5 needs no
+// x_in in the buffer; the buffer holds x1..x4 and a block's output goes straight to the next
+// block's input.
+at::Tensor dense_blocks_by_wavefront(const at::Tensor& x, at::TensorList packs, const std::vector<at::Tensor>& biases,
+                                     double residual_scale, bool outer_residual, int64_t gc, at::Tensor out) {
+  const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
+  const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
+  // x1..x4 of each block: blocks run one after the other, but are planned together
+  const at::Tensor features = at::empty({batch, 4 * gc, height, width}, options);
+  at::Tensor spare[2];
+  std::vector<std::array<DenseConv, 5>> plan(blocks);
+  at::Tensor block_input = x;
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t first = block * kConvsPerBlock;
+    std::array<DenseConv, 5>& convs = plan[block];
+    for (int64_t k = 0; k < kConvsPerBlock; ++k) {
+      convs[k].new_channels = k == 0 ? block_input : features.narrow(1, (k - 1) * gc, gc);
+      convs[k].pack = packs[first + k];
+      convs[k].bias = biases[first + k];
+      if (k < 4) {
+        convs[k].epilogue = leaky_relu_epilogue();
+        convs[k].out = features.narrow(1, k * gc, gc);
+      }
+    }
+    if (block + 1 == blocks) {
+      convs[4].epilogue = outer_residual ? residual_epilogue(residual_scale, block_input, x)
+                                         : residual_epilogue(residual_scale, block_input);
+      convs[4].out = out;
+    } else {
+      at::Tensor& next = spare[block % 2];
+      if (!next.defined()) next = at::empty({batch, nf, height, width}, options);
+      convs[4].epilogue = residual_epilogue(residual_scale, block_input);
+      convs[4].out = next;
+    }
+    block_input = convs[4].out;
+  }
+  dense_blocks_wavefront(plan);
+  return out;
+}
+
+at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases, double residual_scale,
+                       bool outer_residual) {
+  TORCH_CHECK(x.dim() == 4, "rrdb_packed: x must be 4-D (B, C, H, W), got ", x.dim(), "-D");
+  check_float_cpu(x, "rrdb_packed", "x");
+  TORCH_CHECK(!packs.empty() && packs.size() % kConvsPerBlock == 0 && biases.size() == packs.size(),
+              "rrdb_packed: packs must hold 5 per dense block and biases as many, got ", packs.size(), " and ",
+              biases.size());
+  const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t gc = biases[0].size(0), blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
+  for (size_t i = 0; i < packs.size(); ++i) {
+    const int64_t k = static_cast<int64_t>(i) % kConvsPerBlock;
+    const int64_t out_channels = k < 4 ? gc : nf;
+    check_float_cpu(biases[i], "rrdb_packed", "biases");
+    TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == out_channels, "rrdb_packed: biases[", i,
+                "] has shape ", biases[i].sizes(), ", expected (", out_channels, ")");
+    check_pack(packs[i], nf + k * gc, out_channels, "rrdb_packed");
+  }
+  const auto channels_last = at::MemoryFormat::ChannelsLast;
+  const at::Tensor x_cl = x.contiguous(channels_last);
+  auto new_buffer = [&](int64_t channels) {
+    return at::empty({batch, channels, height, width}, x.options().memory_format(channels_last));
+  };
+  at::Tensor out = new_buffer(nf);
+  if (x.numel() == 0) return out;
+  std::vector<at::Tensor> bias_c;
+  for (const at::Tensor& b : biases) bias_c.push_back(b.contiguous());
+  if (std::all_of(packs.begin(), packs.end(), is_bf16_pack) && nf % 2 == 0 && gc % 2 == 0) {
+    return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, outer_residual, gc, out);
+  }
+  // As spsr_fast::dense_blocks (csrc/dense_block.cpp) without keep_buffers: one shared buffer.
+  at::Tensor buffer = new_buffer(nf + 4 * gc);
+  buffer.narrow(1, 0, nf).copy_(x_cl);
+  at::Tensor block_input = x_cl;  // conv1 reads a dense tensor where there is one
+  at::Tensor next_input;
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t first = block * kConvsPerBlock;
+    for (int64_t k = 0; k < 4; ++k) {
+      const int64_t c_in = nf + k * gc;
+      block_conv_into(k == 0 ? block_input : buffer.narrow(1, 0, c_in), packs[first + k], bias_c[first + k],
+                leaky_relu_epilogue(), buffer.narrow(1, c_in, gc));
+    }
+    if (block + 1 == blocks) {
+      block_conv_into(buffer, packs[first + 4], bias_c[first + 4],
+                outer_residual ? residual_epilogue(residual_scale, block_input, x_cl)
+                               : residual_epilogue(residual_scale, block_input),
+                out);
+    } else {
+      // conv5 reads x_in from the buffer (3x3 neighbourhoods): the block's output goes to a
+      // dense tensor first, then into the buffer.
+      if (!next_input.defined()) next_input = new_buffer(nf);
+      block_conv_into(buffer, packs[first + 4], bias_c[first + 4], residual_epilogue(residual_scale, block_input),
+                next_input);
+      buffer.narrow(1, 0, nf).copy_(next_input);
+      block_input = next_input;
+    }
+  }
+  return out;
+}
+
+at::Tensor conv_chain_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases,
+                             c10::List<bool> upsample, c10::List<bool> leaky_relu, int64_t tile) {
+  TORCH_CHECK(packs.size() == biases.size() && packs.size() == upsample.size() && packs.size() == leaky_relu.size(),
+              "conv_chain: packs, biases, upsample and leaky_relu must have one entry per conv, got ", packs.size(),
+              ", ", biases.size(), ", ", upsample.size(), ", ", leaky_relu.size());
+  check_float_cpu(x, "conv_chain", "x");
+  std::vector<ChainConv> convs(packs.size());
+  for (size_t i = 0; i < packs.size(); ++i) {
+    check_float_cpu(biases[i], "conv_chain", "biases");
+    convs[i] = {packs[i], biases[i].contiguous(), upsample[i], leaky_relu[i]};
+  }
+  const at::Tensor input = x.stride(1) == 1 ? x : x.contiguous(at::MemoryFormat::ChannelsLast);
+  return conv_chain(input, convs, tile);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(spsr_fast, m) {
+  m.def("winograd_pack(Tensor weight, bool bf16) -> Tensor");
+  m.def(
+      "conv3x3_packed(Tensor x, Tensor pack, Tensor bias, str epilogue, float scale, Tensor? res1, "
+      "Tensor? res2, bool upsample) -> Tensor");
+  m.def("rrdb_packed(Tensor x, Tensor[] packs, Tensor[] biases, float residual_scale, bool outer_residual) -> Tensor");
+  m.def("conv_chain(Tensor x, Tensor[] packs, Tensor[] biases, bool[] upsample, bool[] leaky_relu, int tile) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(spsr_fast, CPU, m) {
+  m.impl("winograd_pack", &winograd_pack);
+  m.impl("conv3x3_packed", &conv3x3_packed);
+  m.impl("rrdb_packed", &rrdb_packed);
+  m.impl("conv_chain", &conv_chain_packed);
+}
+
+}  // namespace spsr_fast
