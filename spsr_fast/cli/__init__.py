@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "upscale": "spsr_fast.cli.upscale",
     "eval": "spsr_fast.cli.eval",
     "export": "spsr_fast.cli.export",
+    "degrade": "spsr_fast.cli.degrade",
 }
 
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130

@@ -1,4 +1,5 @@
-"""`spsr-fast eval HR_DIR [--model ...]`: PSNR/SSIM(Y), LPIPS and gradient-map error vs bicubic."""
+"""`spsr-fast eval HR_DIR [--model ...] [--lr-dir LR_DIR]`: PSNR/SSIM(Y), LPIPS and gradient-map
+error vs bicubic; LR by MATLAB bicubic, or the given LR images (e.g. from `spsr-fast degrade`)."""
 from __future__ import annotations
 
 import json
@@ -6,11 +7,14 @@ import sys
 
 from .upscale import EXIT_OK, EXIT_SOME_FAILED, add_model_arguments, build_upscaler
 
-HELP = "evaluate a model on HR images (LR by MATLAB bicubic): PSNR/SSIM on Y, LPIPS, vs bicubic"
+HELP = "evaluate a model on HR images (LR by MATLAB bicubic or --lr-dir): PSNR/SSIM on Y, LPIPS, vs bicubic"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("hr", metavar="HR_DIR", help="folder of high-resolution images (or one image)")
+    parser.add_argument("--lr-dir", metavar="LR_DIR", default=None,
+                        help="score against these LR images (same names as the HR ones, e.g. a set written by "
+                             "`spsr-fast degrade`) instead of MATLAB-bicubic downscaling")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON ('-': stdout)")
     parser.add_argument("--save-comparisons", metavar="DIR", default=None,
                         help="write <name>_cmp.png per image: bicubic | model | HR side by side")
@@ -31,7 +35,8 @@ def run(args) -> int:
     import os
 
     from spsr_fast.data.images import ImageReadError, list_images, read_image
-    from spsr_fast.inference.evaluate import as_json, evaluate_image, image_name, mean_scores, side_by_side
+    from spsr_fast.inference.evaluate import (LRSizeError, as_json, evaluate_image, image_name, lr_partners,
+                                              mean_scores, side_by_side)
     from spsr_fast.inference.io import ImageError, Picture, write_picture
     from spsr_fast.inference.runner import TileOutOfMemoryError
     from spsr_fast.metrics import make_lpips
@@ -45,22 +50,24 @@ def run(args) -> int:
         if not os.path.isdir(folder):  # found before the evaluation, not after it
             raise FileNotFoundError(f"--json: the folder of {args.json} does not exist")
     upscaler, model_path = build_upscaler(args)
+    lr_paths = lr_partners(paths, args.hr, args.lr_dir, upscaler.scale) if args.lr_dir else [None] * len(paths)
     upscaler.log = lambda message: print(f"spsr-fast eval: {message}", file=sys.stderr)
     lpips = None if args.no_lpips else make_lpips(upscaler.device)
     lp = " LPIPS " if lpips is not None else ""
     out = sys.stderr if args.json == "-" else sys.stdout
     print(f"{'image':<28} {'bicubic: PSNR-Y SSIM-Y gradMAE' + lp:<30}   model: PSNR-Y SSIM-Y gradMAE{lp}", file=out)
     results, failed = [], 0
-    for path in paths:
+    for path, lr_path in zip(paths, lr_paths):
         try:
             hr = read_image(path)
+            lr = read_image(lr_path) if lr_path else None
         except ImageReadError as error:
-            print(f"FAILED {path}: {error}", file=sys.stderr)
+            print(f"FAILED {error.path}: {error}", file=sys.stderr)
             failed += 1
             continue
         try:
-            result = evaluate_image(upscaler, hr, image_name(path, args.hr), lpips, bool(args.save_comparisons))
-        except TileOutOfMemoryError as error:
+            result = evaluate_image(upscaler, hr, image_name(path, args.hr), lpips, bool(args.save_comparisons), lr)
+        except (TileOutOfMemoryError, LRSizeError) as error:
             print(f"FAILED {path}: {error}", file=sys.stderr)
             failed += 1
             continue
@@ -78,7 +85,8 @@ def run(args) -> int:
         print(_row(f"mean of {len(results)}", mean_scores(results)), file=out)
     if args.json:
         payload = as_json(results, {"model": model_path, "scale": upscaler.scale, "device": str(upscaler.device),
-                                    "dtype": upscaler.dtype_name, "lpips": lpips is not None})
+                                    "dtype": upscaler.dtype_name, "lpips": lpips is not None,
+                                    "lr": args.lr_dir or "matlab_bicubic"})
         text = json.dumps(payload, indent=2)
         if args.json == "-":
             print(text)

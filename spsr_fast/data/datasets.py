@@ -105,16 +105,18 @@ class HRDataset(_SkipsUnreadable, Dataset):
     """HR images (folders, or built-in sources `builtin:NAME`: spsr_fast/data/builtin.py); LR made
     on the fly by MATLAB-style bicubic x1/scale.
 
-    Items are (index, seed) pairs from ResumableSampler; returns {"lr", "hr", "index"}.
+    Items are (index, seed) pairs from ResumableSampler; returns {"lr", "hr", "index"}, or
+    {"hr", "index"} with with_lr=False (the LR is made later, e.g. by data.degradation realworld
+    on the training device): the same crops and flips for the same seed either way.
     """
 
     def __init__(self, folders, scale: int = 4, hr_size: int = 128, use_augment: bool = True,
-                 quantize_lr: bool = True):
+                 quantize_lr: bool = True, with_lr: bool = True):
         self.paths = find_images(folders, "HRDataset")
         if hr_size % scale:
             raise ValueError(f"hr_size ({hr_size}) must be a multiple of scale ({scale})")
         self.scale, self.hr_size, self.lr_size = scale, hr_size, hr_size // scale
-        self.use_augment, self.quantize_lr = use_augment, quantize_lr
+        self.use_augment, self.quantize_lr, self.with_lr = use_augment, quantize_lr, with_lr
         self._decoded: dict[int, np.ndarray] = {}  # per process (each loader worker has its own)
         self._decoded_bytes = 0
 
@@ -151,6 +153,12 @@ class HRDataset(_SkipsUnreadable, Dataset):
         rng = np.random.default_rng(list(seed) if isinstance(seed, tuple) else seed)
         top = int(rng.integers(0, hr.shape[0] // self.scale - self.lr_size + 1))
         left = int(rng.integers(0, hr.shape[1] // self.scale - self.lr_size + 1))
+        if not self.with_lr:   # the HR crop of crop_pair, the same flips
+            s, n = self.scale, self.lr_size
+            hr = hr[top * s:(top + n) * s, left * s:(left + n) * s]
+            if self.use_augment:
+                (hr,) = augment((hr,), rng)
+            return {"hr": to_tensor(hr), "index": index}
         lr, hr = self.crop_pair(hr, top, left)
         if self.use_augment:
             lr, hr = augment((lr, hr), rng)

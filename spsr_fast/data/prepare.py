@@ -15,6 +15,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from .builtin import is_builtin
 from .images import ImageReadError, list_images, read_image, to_uint8
 
 
@@ -46,7 +47,9 @@ def prepare(src: str, dst: str, size: int = 480, step: int = 240, min_remainder:
         except ImageReadError as exc:
             print(f"skipping unreadable image {exc.path}: {exc}", file=sys.stderr)
             continue
-        stem = os.path.splitext(os.path.relpath(path, src))[0].replace(os.sep, "_")
+        # a built-in source (`builtin:NAME`) has no folder: its files are named by their file name
+        name = os.path.relpath(path, src) if os.path.isdir(src) else os.path.basename(path)
+        stem = os.path.splitext(name)[0].replace(os.sep, "_")
         for k, sub in enumerate(crop_subimages(img, size, step, min_remainder), start=1):
             out = os.path.join(dst, f"{stem}_s{k:03d}.png")
             tmp = out + ".tmp.png"
@@ -58,15 +61,15 @@ def prepare(src: str, dst: str, size: int = 480, step: int = 240, min_remainder:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spsr_fast.data.prepare", description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="folder of HR images")
+    parser.add_argument("src", help="folder of HR images, or a built-in source builtin:NAME")
     parser.add_argument("dst", help="output folder for the sub-images")
     parser.add_argument("--size", type=int, default=480, help="sub-image size in pixels (default 480)")
     parser.add_argument("--step", type=int, default=240, help="stride between sub-images (default 240)")
     parser.add_argument("--min-remainder", type=int, default=48,
                         help="add an edge-flush window when more than this many pixels remain (default 48)")
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.src):
-        parser.error(f"src is not a folder: {args.src}")
+    if not (os.path.isdir(args.src) or is_builtin(args.src)):
+        parser.error(f"src is not a folder or a built-in source (builtin:NAME): {args.src}")
     n = prepare(args.src, args.dst, args.size, args.step, args.min_remainder)
     print(f"wrote {n} sub-images to {args.dst}")
     return 0

@@ -1,9 +1,10 @@
-"""Benchmark-protocol evaluation (DESIGN.md 6) of an Upscaler against MATLAB-style bicubic.
+"""Benchmark-protocol evaluation (docs/ARCHITECTURE.md 6) of an Upscaler against MATLAB-style bicubic.
 
 Per HR image: modcrop to the scale, LR = MATLAB bicubic x1/scale (8-bit quantised, like
-a stored LR PNG), SR by the network, and the bicubic upscaling of the same LR beside it;
+a stored LR PNG) or the image's partner in a given LR folder (e.g. a degraded set written by
+`spsr-fast degrade`), SR by the network, and the bicubic upscaling of the same LR beside it;
 PSNR/SSIM on Y with `scale` pixels shaved, LPIPS (AlexNet v0.1) when available, and the
-mean absolute error of the gradient maps (DESIGN.md 2.1, padding 1, same shave), which
+mean absolute error of the gradient maps (docs/ARCHITECTURE.md 2.1, padding 1, same shave), which
 is the structure SPSR is about.
 """
 from __future__ import annotations
@@ -52,16 +53,33 @@ def _score(sr: torch.Tensor, hr: torch.Tensor, scale: int, lpips) -> Scores:
                   None if lpips is None else lpips(sr, hr))
 
 
+class LRSizeError(ValueError):
+    """A given LR image that does not fit its HR image at the model's scale."""
+
+
+def paired_hr(hr: np.ndarray, lr: np.ndarray, scale: int, name: str) -> np.ndarray:
+    """The part of `hr` that `lr` (x scale) covers: HR modcropped, then cropped to LR x scale;
+    LRSizeError naming the image when the LR is larger than HR / scale."""
+    if lr.shape[0] * scale > hr.shape[0] or lr.shape[1] * scale > hr.shape[1]:
+        raise LRSizeError(f"{name}: LR {lr.shape[1]}x{lr.shape[0]} x{scale} is larger than its HR "
+                         f"{hr.shape[1]}x{hr.shape[0]} (another scale?)")
+    return hr[: lr.shape[0] * scale, : lr.shape[1] * scale]
+
+
 def evaluate_image(upscaler: Upscaler, hr_rgb: np.ndarray, name: str, lpips=None,
-                   keep_images: bool = False) -> ImageScores:
-    """Scores of bicubic and of the model on one HR image (H x W x 3 float in [0, 1]);
+                   keep_images: bool = False, lr_rgb: np.ndarray | None = None) -> ImageScores:
+    """Scores of bicubic and of the model on one HR image (H x W x 3 float in [0, 1]), from its
+    given LR `lr_rgb` (H/scale x W/scale x 3) or, without one, its MATLAB bicubic downscaling;
     `keep_images` also returns the three images (3 x H x W) for side-by-side views."""
     from spsr_fast.data.datasets import make_lr, modcrop
     from spsr_fast.data.imresize import imresize
 
     scale = upscaler.scale
     hr = modcrop(hr_rgb, scale)
-    lr = make_lr(hr, scale, quantize_lr=True)
+    if lr_rgb is None:
+        lr = make_lr(hr, scale, quantize_lr=True)
+    else:
+        lr, hr = lr_rgb, paired_hr(hr, lr_rgb, scale, name)
     hr_t = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1).float()
     lr_t = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1).float()
     bicubic = imresize(lr_t, float(scale)).clamp(0, 1)
@@ -100,3 +118,29 @@ def as_json(results: list[ImageScores], extra: dict) -> dict:
 
 def image_name(path: str, root: str) -> str:
     return os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
+
+
+def lr_partners(hr_paths: list[str], hr_root: str, lr_dir: str, scale: int) -> list[str]:
+    """The LR image of each HR image in `lr_dir`: the same path inside the folder (any image
+    extension), else the same file name up to an x{scale} / _LR suffix. FileNotFoundError
+    naming the first HR image without one."""
+    from spsr_fast.data.datasets import _lr_key
+    from spsr_fast.data.images import list_images
+
+    if not os.path.isdir(lr_dir):
+        raise FileNotFoundError(f"--lr-dir: folder does not exist: {lr_dir}")
+    by_path, by_name = {}, {}
+    for p in list_images(lr_dir):
+        by_path[os.path.splitext(os.path.relpath(p, lr_dir))[0]] = p
+        by_name.setdefault(_lr_key(p, scale), p)
+    partners, missing = [], []
+    for path in hr_paths:
+        key = os.path.splitext(image_name(path, hr_root))[0]
+        found = by_path.get(key) or by_name.get(_lr_key(path, scale))
+        partners.append(found)
+        if found is None:
+            missing.append(path)
+    if missing:
+        raise FileNotFoundError(f"--lr-dir: no LR image in {lr_dir} for {len(missing)} of {len(hr_paths)} HR "
+                                f"images, e.g. {missing[0]}")
+    return partners

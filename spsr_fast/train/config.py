@@ -16,6 +16,7 @@ from typing import Literal, Optional, Union
 import yaml
 
 from ..data.builtin import BuiltinSourceError, builtin_paths, is_builtin, lookup
+from ..degradations.config import RealWorldConfig, check_realworld
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,10 @@ class DataConfig:
     num_workers: int = 4
     augment: bool = True
     quantize_lr: bool = True   # round on-the-fly LR to 8 bits, like LR PNGs
+    # How LR training images are made from HR crops: bicubic (MATLAB-style, in the loader) or
+    # realworld (the two-stage blur / resize / noise / JPEG pipeline of the realworld: section,
+    # on the training device; spsr_fast/degradations)
+    degradation: Literal["bicubic", "realworld"] = "bicubic"
 
 
 @dataclass
@@ -118,6 +123,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # data.degradation realworld: every range and probability of the pipeline (Real-ESRGAN's
+    # published values by default; spsr_fast/degradations/config.py)
+    realworld: RealWorldConfig = field(default_factory=RealWorldConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -258,6 +266,21 @@ def _require_folders(name: str, folders: list[str]) -> None:
             raise ConfigError(f"{name}[{i}]: folder does not exist: {folder}")
 
 
+def _check_realworld_stage(cfg: Config, stage) -> None:
+    """data.degradation realworld fits the data and the stage."""
+    if cfg.data.train_lr:
+        raise ConfigError("data.train_lr: paired LR images and data.degradation realworld exclude each other "
+                          "(realworld makes the LR from data.train_hr)")
+    if cfg.model.arch == "nse":
+        raise ConfigError(f"data.degradation: stage {cfg.run.stage} trains the NSE on HR patches alone; "
+                          f"realworld LR images would go unused (use bicubic)")
+    rw = cfg.realworld
+    if rw.sharpen and not rw.sharpen_adversarial and not stage.separate_adversarial_targets:
+        raise ConfigError(f"realworld.sharpen_adversarial: stage {cfg.run.stage} gives one HR target to every "
+                          f"loss, its discriminators included; set realworld.sharpen_adversarial=true (they "
+                          f"see the unsharp-masked HR too) or realworld.sharpen=false")
+
+
 def validate(cfg: Config, check_paths: bool = True) -> Config:
     from .stages import STAGES, GENERATORS
 
@@ -286,6 +309,12 @@ def validate(cfg: Config, check_paths: bool = True) -> Config:
         raise ConfigError(f"optim.milestones: must be increasing, got {cfg.optim.milestones}")
     for name, allowed in (("train_hr", True), ("val_hr", True), ("train_lr", False), ("val_lr", False)):
         _check_builtin_names(f"data.{name}", getattr(cfg.data, name), allowed)
+    try:
+        check_realworld(cfg.realworld)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if cfg.data.degradation == "realworld":
+        _check_realworld_stage(cfg, STAGES[cfg.run.stage])
     if check_paths:
         if not cfg.data.train_hr:
             raise ConfigError("data.train_hr: no training folder given")

@@ -149,6 +149,10 @@ class Stage:
     generator_archs: tuple[str, ...] = ("spsrnet", "rrdbnet")
     # The networks the generator loss trains (each DDP-wrapped on its own).
     generator_loss_nets: tuple[str, ...] = ("G",)
+    # True when train_step / generator_forward take `real_hr`: the HR the discriminators see as
+    # real when the content losses train towards another target (realworld.sharpen: an
+    # unsharp-masked HR). Stages without it give every loss the one `hr`.
+    separate_adversarial_targets = False
 
     def __init__(self, cfg: Config, device: torch.device, memory_format=torch.contiguous_format):
         if cfg.model.arch not in self.generator_archs:
@@ -252,14 +256,15 @@ class PSNRStage(Stage):
     """L1 (or L2) pre-training of RRDBNet, the initialisation of SPSR's SR branch."""
 
     generator_archs = ("rrdbnet",)
+    separate_adversarial_targets = True   # no discriminator: real_hr is not used
 
-    def generator_forward(self, lr, hr, step, runner):
+    def generator_forward(self, lr, hr, step, runner, real_hr=None):
         with nvtx_range("G forward"), runner.autocast():
             sr = self.nets["G"](lr)
         l_pix = self.cfg.losses.pixel_weight * pixel_loss(sr, hr, self.cfg.losses.pixel_criterion)
         return {"l_g_pix": l_pix, "l_g_total": l_pix}, {}
 
-    def train_step(self, lr, hr, step, runner):
+    def train_step(self, lr, hr, step, runner, real_hr=None):
         terms, _ = self.generator_forward(lr, hr, step, runner)
         runner.check_finite({"l_g_pix": terms["l_g_pix"]})
         with nvtx_range("G backward"):
@@ -283,9 +288,12 @@ def _set_requires_grad(net: nn.Module, flag: bool) -> None:
 class SPSRGStage(Stage):
     """SPSR-G: SPSRNet with pixel + perceptual + image RaGAN + gradient pixel + gradient RaGAN
     + gradient-branch losses; the generator, then the image D, then the gradient D, every
-    iteration, in the authors' order and with their detach points."""
+    iteration, in the authors' order and with their detach points. With `real_hr` the
+    discriminators (and the generator's adversarial terms) take it as the real image, the pixel,
+    perceptual, gradient and branch losses `hr`."""
 
     generator_archs = ("spsrnet",)
+    separate_adversarial_targets = True
 
     def __init__(self, cfg, device, memory_format=torch.contiguous_format):
         super().__init__(cfg, device, memory_format)
@@ -326,15 +334,17 @@ class SPSRGStage(Stage):
             if n not in self._fusion_names:
                 p.grad = None
 
-    def generator_forward(self, lr, hr, step, runner):
+    def generator_forward(self, lr, hr, step, runner, real_hr=None):
         w = self.cfg.losses
         G = self.nets["G"]
         # In the G step the discriminators run as plain modules: no DDP reducer for D there.
         D_plain, D_grad_plain = unwrap(self.nets["D"]), unwrap(self.nets["D_grad"])
         _set_requires_grad(D_plain, False)
         _set_requires_grad(D_grad_plain, False)
+        real = hr if real_hr is None else real_hr
         with torch.no_grad():
             hr_grad = gradient_map(hr, padding=2)
+            real_grad = hr_grad if real_hr is None else gradient_map(real, padding=2)
         adversarial = adversarial_scale(w, step)
         with nvtx_range("G forward"), runner.autocast():
             branch, sr, _ = G(lr)
@@ -349,17 +359,17 @@ class SPSRGStage(Stage):
             if w.branch_weight > 0:
                 terms["l_g_branch"] = w.branch_weight * gradient_branch_loss(branch, hr, w.branch_criterion)
             if w.gan_weight > 0:
-                terms["l_g_gan"] = adversarial * w.gan_weight * ragan_generator_loss(D_plain(hr), D_plain(sr))
+                terms["l_g_gan"] = adversarial * w.gan_weight * ragan_generator_loss(D_plain(real), D_plain(sr))
             if w.gradient_gan_weight > 0:
                 terms["l_g_gan_grad"] = adversarial * w.gradient_gan_weight * ragan_generator_loss(
-                    D_grad_plain(hr_grad), D_grad_plain(sr_grad))
+                    D_grad_plain(real_grad), D_grad_plain(sr_grad))
         terms["l_g_total"] = sum(terms.values())
-        return terms, {"D": (hr, sr), "D_grad": (hr_grad, sr_grad)}
+        return terms, {"D": (real, sr), "D_grad": (real_grad, sr_grad)}
 
-    def train_step(self, lr, hr, step, runner):
+    def train_step(self, lr, hr, step, runner, real_hr=None):
         fusion_only = self._fusion_only(step)
         self._freeze_non_fusion(fusion_only)
-        terms, pairs = self.generator_forward(lr, hr, step, runner)
+        terms, pairs = self.generator_forward(lr, hr, step, runner, real_hr)
         runner.check_finite(terms)
         with nvtx_range("G backward"):
             runner.backward(terms["l_g_total"], self.optimizers["G"], self.nets["G"], "G",

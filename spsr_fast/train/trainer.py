@@ -1,6 +1,8 @@
 """The trainer: builds a stage, runs it with AMP / channels_last / DDP, keeps the EMA, writes
 atomic checkpoints, resumes exactly (on CUDA with run.deterministic), logs (progress bar,
-TensorBoard, JSON lines, image grids) and validates (PSNR/SSIM on Y, LPIPS when available)."""
+TensorBoard, JSON lines, image grids) and validates (PSNR/SSIM on Y, LPIPS when available).
+With data.degradation realworld the loader brings HR crops only and the LR of each batch is made
+on the training device (spsr_fast/degradations), drawn from (run.seed, step, rank)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +18,8 @@ from torch.utils.data import DataLoader
 from .. import ops
 from ..data.datasets import HRDataset, PairedDataset, ResumableSampler, ValidationDataset
 from ..data.imresize import imresize
+from ..degradations import RealWorldDegrader
+from ..degradations.images import DegradedValidationSet
 from ..metrics import make_lpips, psnr_y, ssim_y
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, dump_config
@@ -86,6 +90,7 @@ class Trainer:
         if amp_note:
             self._note(amp_note)
 
+        self.degrader = self._degrader()
         self.dataset = self._train_dataset()  # before the networks: data errors show at once
         self._val_set = self._validation_dataset()
         self._fetch_pretrained_once()
@@ -136,6 +141,12 @@ class Trainer:
                        f"stay fixed ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})")
 
     # ----- data ---------------------------------------------------------------------------
+    def _degrader(self) -> RealWorldDegrader | None:
+        """data.degradation realworld: the pipeline that makes each batch's LR on this device."""
+        if self.cfg.data.degradation != "realworld":
+            return None
+        return RealWorldDegrader(self.cfg.realworld, self.cfg.data.scale, self.cfg.run.seed)
+
     def _train_dataset(self):
         d = self.cfg.data
         field = "data.train_hr / data.train_lr" if d.train_lr else "data.train_hr"
@@ -143,7 +154,8 @@ class Trainer:
             if d.train_lr:
                 dataset = PairedDataset(d.train_hr, d.train_lr, d.scale, d.hr_size, d.augment)
             else:
-                dataset = HRDataset(d.train_hr, d.scale, d.hr_size, d.augment, d.quantize_lr)
+                dataset = HRDataset(d.train_hr, d.scale, d.hr_size, d.augment, d.quantize_lr,
+                                    with_lr=self.degrader is None)
         except (ValueError, FileNotFoundError) as exc:  # no images, no LR partner, no folder
             raise UserError(f"{field}: {exc}") from exc
         try:
@@ -157,9 +169,14 @@ class Trainer:
         if not d.val_hr or not self.info.is_main:
             return None
         try:
-            return ValidationDataset(d.val_hr, d.scale, d.val_lr or None, d.val_crop, d.quantize_lr, d.val_limit)
+            val_set = ValidationDataset(d.val_hr, d.scale, d.val_lr or None, d.val_crop, d.quantize_lr, d.val_limit)
         except (ValueError, FileNotFoundError) as exc:
             raise UserError(f"data.val_hr: {exc}") from exc
+        if self.degrader is not None and not d.val_lr:
+            self._note(f"validation LR: the realworld degradation of data.val_hr under seed {self.cfg.run.seed} "
+                       f"(run.seed), made once; `spsr-fast degrade` writes such a set for data.val_lr")
+            return DegradedValidationSet(val_set, self.cfg.realworld, d.scale, self.cfg.run.seed)
+        return val_set
 
     def _loader(self) -> DataLoader:
         d = self.cfg.data
@@ -172,6 +189,17 @@ class Trainer:
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def _training_pair(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(lr, hr, extra train_step arguments) of a loader batch on the training device; with a
+        degrader the LR is made here and `hr` is the content target (unsharp-masked when
+        realworld.sharpen), the plain HR going to the discriminators as real_hr."""
+        if self.degrader is None:
+            return self._to_device(batch["lr"]), self._to_device(batch["hr"]), {}
+        with nvtx_range("degrade"):
+            pair = self.degrader(batch["hr"].to(self.device, non_blocking=True), self.step, self.info.rank)
+        extra = {} if pair.real is pair.target else {"real_hr": self._to_device(pair.real)}
+        return self._to_device(pair.lr), self._to_device(pair.target), extra
 
     # ----- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -367,11 +395,11 @@ class Trainer:
             while self.step < total:
                 with nvtx_range("data"):
                     batch = next(loader_iter)
-                    lr, hr = self._to_device(batch["lr"]), self._to_device(batch["hr"])
+                lr, hr, extra = self._training_pair(batch)
                 logging_step = (self.step + 1) % run.log_every == 0 or self.step + 1 == total
                 self.runner.want_grad_norm = logging_step
                 try:
-                    terms = self.stage.train_step(lr, hr, self.step, self.runner)
+                    terms = self.stage.train_step(lr, hr, self.step, self.runner, **extra)
                 except SkipStep as exc:
                     terms = None
                     self._skip(exc)
