@@ -23,7 +23,8 @@ configuration. Engines, each in its own process (its peak RSS is its own; the in
   onnxruntime            ONNX (opset 17, exported here) on ONNX Runtime's CPU provider
   openvino-fp32          the ONNX file on OpenVINO's CPU plugin, INFERENCE_PRECISION_HINT f32
   openvino-default       the same with OpenVINO's default precision (no hint: bf16 on CPUs with bf16)
-  ncnn-fp32              ncnn (converted by pnnx from a TorchScript trace, fp32 weights)
+  ncnn-fp32              ncnn (converted by pnnx from a TorchScript trace at the smallest size, fp32
+                         weights; the ncnn net runs every size)
 The export to each peer's format is part of the run (its time is printed). An engine that is not
 installed is skipped with a printed reason.
 
@@ -491,15 +492,18 @@ def main() -> None:
             print(f"{model_name}: ONNX export at {size}x{size} {seconds:.1f} s via {how}", flush=True)
         case_engines = list(available)
         if "ncnn-fp32" in available:
-            for size in sizes:
-                try:
-                    seconds, param, binary = export_ncnn(model_path, size, workdir, model_name)
-                    exports[("ncnn", model_name, size)] = (param, binary)
-                    export_records.append({"model": model_name, "format": f"ncnn {size}x{size}",
-                                           "seconds": seconds, "how": "pnnx.export (TorchScript trace), fp32 weights"})
-                    print(f"{model_name}: ncnn export at {size}x{size} {seconds:.1f} s (pnnx)", flush=True)
-                except Exception as error:  # noqa: BLE001 - reported, the other engines still run
-                    print(f"ncnn-fp32: skipped for {model_name}: pnnx failed: {error}", flush=True)
+            # traced once, at the smallest size: an ncnn net runs any input size (its upsampling
+            # is by scale factor), and pnnx at the larger sizes of nf64 wrote no ncnn files
+            size = min(sizes)
+            try:
+                seconds, param, binary = export_ncnn(model_path, size, workdir, model_name)
+                for other in sizes:
+                    exports[("ncnn", model_name, other)] = (param, binary)
+                export_records.append({"model": model_name, "format": f"ncnn (traced at {size}x{size})",
+                                       "seconds": seconds, "how": "pnnx.export (TorchScript trace), fp32 weights"})
+                print(f"{model_name}: ncnn export (traced at {size}x{size}) {seconds:.1f} s (pnnx)", flush=True)
+            except Exception as error:  # noqa: BLE001 - reported, the other engines still run
+                print(f"ncnn-fp32: skipped for {model_name}: pnnx failed: {error}", flush=True)
         for size in sizes:
             engines_here = [e for e in case_engines if e != "ncnn-fp32" or ("ncnn", model_name, size) in exports]
             print(f"{model_name} {size}x{size}: {', '.join(engines_here)}", flush=True)

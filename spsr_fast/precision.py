@@ -17,8 +17,8 @@ import torch
 # bf16 tensor-core math arrived with Ampere (sm_80); earlier GPUs emulate it.
 _BF16_MIN_CAPABILITY = (8, 0)
 CPU_BF16_VARIABLE = "SPSR_FAST_CPU_BF16"
-# What the bf16 CPU kernels (csrc/cpu/winograd_bf16.cpp) run on: the bf16 dot product
-# VDPBF16PS with 256/512-bit masked moves. AMX CPUs have these too.
+# What the bf16 CPU kernels (csrc/cpu/winograd_packed.cpp, small_gemm_bf16.cpp) run on: the bf16
+# dot product VDPBF16PS with 256/512-bit masked moves. AMX CPUs have these too.
 _AVX512_BF16_FLAGS = frozenset({"avx512_bf16", "avx512bw", "avx512vl"})
 
 

@@ -30,7 +30,7 @@ CHECKS = textwrap.dedent("""
     registered = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names()
                         if n.startswith("spsr_fast::"))
     covered = sorted(["gradient_map", "gradient_map_backward", "info_nce", "info_nce_backward",
-                      "dense_blocks", "conv3x3_winograd", "winograd_pack", "conv3x3_packed", "rrdb_packed"])
+                      "dense_blocks", "conv3x3_winograd", "winograd_pack", "conv3x3_packed", "rrdb_packed", "conv_chain"])
     assert registered == covered, f"ops registered {registered}, this test covers {covered}"
 
     def close_fp32(got, truth, fp32_ref, what):
@@ -138,6 +138,27 @@ CHECKS = textwrap.dedent("""
     got = ops.rrdb_packed(x, [ops.winograd_pack(w, True) for w in weights], biases, 0.2, True)
     assert max_error(got, truth) <= 2 * max_error(bf16_ref, truth), \
         f"rrdb_packed bf16: error {max_error(got, truth):.3g} > 2 x {max_error(bf16_ref, truth):.3g}"
+    # conv_chain (an x4 tail computed tile by tile: upsample + lrelu twice, then a plain conv to
+    # 3 channels in float32) against float64: no more than twice the error of torch's convs in
+    # the packs' dtype, with tiles smaller than the image
+    widths, upsample, leaky = [8, 8, 8, 3], [True, True, False], [True, True, False]
+    weights = [torch.randn(widths[i + 1], widths[i], 3, 3, generator=g) / (9 * widths[i]) ** 0.5 for i in range(3)]
+    biases = [0.1 * torch.randn(widths[i + 1], generator=g) for i in range(3)]
+    x = torch.randn(1, 8, 7, 5, generator=g).contiguous(memory_format=torch.channels_last)
+    def chain(dtype):
+        y = x.to(dtype)
+        for weight, bias, up, lrelu in zip(weights, biases, upsample, leaky):
+            y = F.interpolate(y, scale_factor=2, mode="nearest") if up else y
+            y = F.conv2d(y, weight.to(dtype), bias.to(dtype), padding=1)
+            y = F.leaky_relu(y, 0.2) if lrelu else y
+        return y.double()
+    truth = chain(torch.float64)
+    for bf16, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        packs = [ops.winograd_pack(w, bf16 and i < 2) for i, w in enumerate(weights)]
+        got = ops.conv_chain(x, packs, biases, upsample, leaky, 8)
+        assert got.shape == truth.shape, f"conv_chain {dtype}: shape {tuple(got.shape)}"
+        assert max_error(got, truth) <= 2 * max_error(chain(dtype), truth), \
+            f"conv_chain {dtype}: error {max_error(got, truth):.3g} > 2 x {max_error(chain(dtype), truth):.3g}"
     print("ok:", ", ".join(covered))
 """)
 

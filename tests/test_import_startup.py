@@ -22,6 +22,22 @@ def test_import_does_not_load_the_compiler_stack_without_triton():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the Triton ops are registered at import")
+def test_upscale_on_the_cpu_does_not_load_the_compiler_stack(tmp_path):
+    """A whole `spsr-fast upscale` (bundled model, --precision auto: the CPU engine) never imports
+    torch._dynamo / torch._inductor (1.6 s of start-up in the issue) where no Triton/compile path runs."""
+    from PIL import Image
+
+    Image.new("RGB", (12, 10), (90, 140, 200)).save(tmp_path / "p.png")
+    code = ("import sys\nfrom spsr_fast.cli import main\n"
+            f"status = main(['upscale', {str(tmp_path / 'p.png')!r}, '--no-progress', '--device', 'cpu'])\n"
+            "print(status, sorted(m for m in ('torch._inductor', 'torch._dynamo') if m in sys.modules))")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stdout
+    assert (tmp_path / "p_x4.png").exists()
+
+
 def test_triton_ops_are_registered_where_triton_runs():
     code = "import torch, spsr_fast; print(hasattr(torch.ops.spsr_fast, 'gradient_map_triton'))"
     assert run_python(code, TRITON_INTERPRET="1").stdout.strip() == "True"

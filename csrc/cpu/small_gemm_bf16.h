@@ -1,4 +1,4 @@
-// C = A B for the per-position GEMMs of the bf16 Winograd convolution (winograd_bf16.h):
+// C = A B for the per-position GEMMs of the bf16 Winograd convolution (winograd_packed.h):
 // A: m tiles x k input channels in bf16, B: k x n weights in bf16, C in float32, run by one
 // thread. bf16 values travel as their raw 16 bits (uint16_t).
 //

@@ -75,7 +75,10 @@ def load_model(path, device=None, state_key: str | None = None) -> nn.Module:
     weights_only; any missing, unexpected or mis-shaped key raises CheckpointError.
     """
     info, state_dict = _resolve(path, state_key)
-    model = build(info.arch, info.config).to_empty(device=device or "cpu")
+    # Module.to_empty goes through torch._refs on meta tensors, which imports sympy (~0.3 s of
+    # every CLI run); plain torch.empty allocates the same uninitialised storage.
+    model = build(info.arch, info.config)._apply(
+        lambda t: torch.empty(t.shape, dtype=t.dtype, device=device or "cpu"))
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 

@@ -268,6 +268,8 @@ def _save(picture: Picture, handle, fmt: str, quality: int) -> None:
         options["lossless"] = True
     if fmt == "TIFF":
         options["compression"] = "tiff_deflate"
+    if fmt == "PNG":  # zlib level 1, OpenCV's default: ~4x faster to encode than Pillow's 6,
+        options["compress_level"] = 1  # files ~17% larger (2048 px photo: 4.4 vs 3.8 MB)
     img.save(handle, format=fmt, **options)
 
 
