@@ -1,12 +1,14 @@
 """Real-world degradation throughput: the batched torch pipeline vs a per-image numpy/SciPy/
 Pillow implementation of the same pipeline, same run.
 
-    python bench/degradations.py [--batch 16] [--size 256] [--threads 2] [--steps 6] [--rounds 3] [--json PATH]
+    python bench/degradations.py [--batch 16] [--size 256] [--threads 2 [1 ...]] [--steps 6] [--rounds 3] [--json PATH]
 
 Both make LR training pairs from the same HR batch (photo crops from scikit-image) with the same
 draws (spsr_fast.degradations.pipeline.draw from (seed, step)): unsharp mask, the two stages,
 final sinc + JPEG. The torch pipeline runs the batch at once (grouped-convolution blur, JPEG in
-torch) on the CPU with --threads intra-op threads, and on the GPU when there is one; the
+torch) on the CPU with each of --threads intra-op thread counts (a row each; on a busy machine
+two OpenMP threads can wait on each other, so `--threads 2 1` shows both), and on the GPU when
+there is one; the
 reference runs one image at a time (spsr_fast/degradations/reference.py: SciPy correlate,
 numpy resizing, Pillow's JPEG). The steps' draws differ (resize factors change the work), so
 both run the same steps; the two alternate in rounds so machine noise hits both alike.
@@ -51,8 +53,11 @@ def photo_batch(n: int, size: int) -> np.ndarray:
     return np.stack(crops).astype(np.float64) / 255
 
 
-def run_torch(hr: torch.Tensor, cfg: RealWorldConfig, steps: list[int]) -> float:
-    """Mean ms per batch over the steps (draws, unsharp mask and the pipeline)."""
+def run_torch(hr: torch.Tensor, cfg: RealWorldConfig, steps: list[int], threads: int | None = None) -> float:
+    """Mean ms per batch over the steps (draws, unsharp mask and the pipeline), with `threads`
+    intra-op threads when given."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     total = 0.0
     for step in steps:
         if hr.is_cuda:
@@ -83,22 +88,29 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=256, help="HR size (LR is size / 4)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of the torch CPU pipeline")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="intra-op threads of the torch CPU pipeline, one row per count (default 2)")
     parser.add_argument("--steps", type=int, default=6, help="different draws per timing round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
     cfg = RealWorldConfig()
     imgs = photo_batch(args.batch, args.size)
     hr = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().contiguous()
     steps = list(range(args.steps))
-    variants = {"torch batched (cpu)": lambda: run_torch(hr, cfg, steps),
-                "numpy/Pillow per image": lambda: run_reference(imgs, cfg, steps)}
+    if any(t < 1 for t in args.threads):
+        parser.error(f"--threads: counts must be >= 1, got {args.threads}")
+    variants, threads_of = {}, {}
+    for t in args.threads:
+        name = f"torch batched (cpu, {t}t)" if len(args.threads) > 1 else "torch batched (cpu)"
+        variants[name], threads_of[name] = (lambda t=t: run_torch(hr, cfg, steps, t)), t
+    variants["numpy/Pillow per image"] = lambda: run_reference(imgs, cfg, steps)
+    threads_of["numpy/Pillow per image"] = 1
     if torch.cuda.is_available():
         hr_gpu = hr.cuda()
         variants["torch batched (cuda)"] = lambda: run_torch(hr_gpu, cfg, steps)
+        threads_of["torch batched (cuda)"] = None
     for fn in variants.values():   # warm-up: allocator, kernel caches, first-call imports
         fn()
     samples: dict[str, list[float]] = {k: [] for k in variants}
@@ -110,7 +122,7 @@ def main(argv=None) -> int:
         median = statistics.median(ms)
         device = "cuda" if "cuda" in name else "cpu"
         records.append({"impl": name, "device": device,
-                        "threads": args.threads if name == "torch batched (cpu)" else (None if device == "cuda" else 1),
+                        "threads": threads_of[name],
                         "batch": args.batch, "size": args.size, "ms_per_batch": round(median, 1),
                         "pairs_per_s": round(args.batch / median * 1e3, 1)})
     base = next(r for r in records if r["impl"].startswith("numpy"))

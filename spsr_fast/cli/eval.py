@@ -18,7 +18,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON ('-': stdout)")
     parser.add_argument("--save-comparisons", metavar="DIR", default=None,
                         help="write <name>_cmp.png per image: bicubic | model | HR side by side")
-    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS even when its weights are present")
+    parser.add_argument("--no-lpips", action="store_true",
+                        help="do not score LPIPS, so nothing is downloaded for it (by default LPIPS is scored "
+                             "when the lpips package is installed; torchvision downloads its AlexNet weights on "
+                             "first use)")
     add_model_arguments(parser)
 
 

@@ -67,7 +67,9 @@ class LossConfig:
     pixel_weight: float = 1e-2
     pixel_criterion: Literal["l1", "l2"] = "l1"
     perceptual_weight: float = 1.0
-    vgg_weights: str = "torchvision"     # torchvision | PATH | random (tests only)
+    # torchvision: VGG19 ImageNet weights fetched by torchvision on first use (network once,
+    # then its hub cache) | PATH: a local copy | random (tests only)
+    vgg_weights: str = "torchvision"
     gan_weight: float = 5e-3
     gradient_pixel_weight: float = 1e-2
     gradient_gan_weight: float = 5e-3
@@ -89,7 +91,9 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [50_000, 100_000, 200_000, 300_000])
     gamma: float = 0.5
     total_iters: int = 500_000
-    grad_clip: float = 0.0           # max global grad-norm of G (0: off)
+    # max global grad-norm, applied to every network's gradients separately (G and each
+    # discriminator; 0: off)
+    grad_clip: float = 0.0
     fusion_only_iters: int = 0       # train only the fusion block for the first N iterations
 
 
@@ -100,8 +104,10 @@ class RunConfig:
     output_dir: str = "runs"         # the run lives in output_dir/name
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # bf16 on a device without native bf16 falls back (with a note): fp16 + GradScaler on a GPU, fp32 on a CPU
     amp: Literal["bf16", "fp16", "fp32"] = "bf16"
     channels_last: bool = True
+    # fused-op backend for every op; auto: SPSR_FAST_BACKEND when set, else each op's default
     ops_backend: Literal["auto", "reference", "native", "triton"] = "auto"
     ema_decay: float = 0.999         # 0 disables the EMA
     max_bad_steps: int = 20          # stop after this many steps skipped for NaN/inf losses
@@ -113,7 +119,12 @@ class RunConfig:
     progress_bar: bool = True
     tensorboard: bool = True
     threads: int = 0                 # torch.set_num_threads (0: leave as is)
+    # CUDA: deterministic algorithms (torch.use_deterministic_algorithms) and no cudnn.benchmark,
+    # so a resumed run repeats an uninterrupted one bit for bit; slower (spsr_fast/train/determinism.py)
     deterministic: bool = False
+    # Validation scores LPIPS (AlexNet) beside PSNR/SSIM when the lpips package is installed;
+    # torchvision's AlexNet weights are fetched on first use (network). false: never LPIPS.
+    val_lpips: bool = True
 
 
 @dataclass

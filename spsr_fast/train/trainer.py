@@ -59,9 +59,22 @@ def pick_device(name: str, info: DistInfo) -> torch.device:
     return torch.device("cpu")
 
 
-def _seed_worker(worker_id: int) -> None:
-    # Samples are seeded by the sampler; keep threads per worker low on small machines.
+def _init_worker(worker_id: int) -> None:
+    """One thread per loader worker, for torch and for the BLAS / OpenMP pools numpy uses (imresize's
+    matrix products): each worker is a process of its own whose pools default to one thread per
+    core, which oversubscribes the cores the training step runs on (imresize was seen 60x slower).
+    Samples are seeded by the sampler, not by the worker, so this changes no sample."""
     torch.set_num_threads(1)
+    if _threadpoolctl_available():
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+
+
+def _threadpoolctl_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("threadpoolctl") is not None
 
 
 class Trainer:
@@ -82,7 +95,8 @@ class Trainer:
             raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by the "
                               f"{self.info.world_size} processes")
         self.batch_per_rank = cfg.data.batch_size // self.info.world_size
-        ops.set_backend(None if run.ops_backend == "auto" else run.ops_backend)
+        if run.ops_backend != "auto":   # auto keeps SPSR_FAST_BACKEND (or each op's default)
+            ops.set_backend(run.ops_backend)
         self.memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
         self.run_dir = os.path.join(run.output_dir, run.name)
         self.ckpt_dir = os.path.join(self.run_dir, "checkpoints")
@@ -180,11 +194,14 @@ class Trainer:
 
     def _loader(self) -> DataLoader:
         d = self.cfg.data
+        if d.num_workers > 0 and not _threadpoolctl_available():
+            self._note("data.num_workers: threadpoolctl is not installed, so numpy's BLAS in each loader worker "
+                       "keeps one thread per core and can oversubscribe the CPU (pip install threadpoolctl)")
         sampler = ResumableSampler(len(self.dataset), seed=self.cfg.run.seed, rank=self.info.rank,
                                    world_size=self.info.world_size, start=self.step * self.batch_per_rank)
         return DataLoader(self.dataset, batch_size=self.batch_per_rank, sampler=sampler,
                           num_workers=d.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=d.num_workers > 0, worker_init_fn=_seed_worker,
+                          persistent_workers=d.num_workers > 0, worker_init_fn=_init_worker,
                           prefetch_factor=4 if d.num_workers > 0 else None, drop_last=True)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -327,7 +344,7 @@ class Trainer:
         if self._val_set is None:
             return {}
         if not hasattr(self, "_lpips"):
-            self._lpips = make_lpips(self.device)
+            self._lpips = make_lpips(self.device) if self.cfg.run.val_lpips else None
             self._bicubic = None
         models = {"": self.stage.generator}
         if self.ema:
