@@ -3,10 +3,16 @@ products where the CPU has them (docs/ARCHITECTURE.md 5).
 
 Two modes, both inference only (no autograd):
 
-- float32 (`bf16=False`): the model's own forward, with every RRDB run by
-  spsr_fast::rrdb_packed on Winograd weights transformed once per model, where
-  spsr_fast::dense_blocks transforms (and first copies) all of them on every call. Same
-  kernel, same order: bit for bit the result of the model's forward with the native backend.
+- float32 (`bf16=False`): the generator's forward written out below, every RRDB run by
+  spsr_fast::rrdb_packed on Winograd weights transformed once per model (where
+  spsr_fast::dense_blocks transforms, and first copies, all of them on every call: the RRDBs are
+  bit for bit the model's), the high-resolution tail by spsr_fast::conv_chain with float32
+  GEMMs, the other 3x3 convs of at least 8 channels by spsr_fast::conv3x3_packed with float32
+  GEMMs, and the narrow ones (conv_first: RGB) by oneDNN as in the model. The tail is where
+  the model's forward spent most of its time (bundled model, 128x128 input, 2 threads: oneDNN convs and nearest upsampling at 256^2 and
+  512^2 about 65 ms of 100; conv_chain 27 ms). Float32 throughout, but not the model's bits: the
+  Winograd tail sums in another order, and measured against float64 it is the closer of the two
+  (bundled model, random input: max error 1.6e-6, the model's forward 2.4e-6).
 - bf16 (`bf16=True`): the generator's forward written out here, every 3x3 conv of at least 8
   input and output channels run by Winograd F(2x2, 3x3) whose 16 per-position GEMMs take bf16
   factors on the CPU's bf16 dot-product instructions (csrc/cpu/winograd_packed.cpp).
@@ -33,7 +39,6 @@ weights change (an optimizer step, load_state_dict, a replaced parameter), never
 """
 from __future__ import annotations
 
-import copy
 import os
 import weakref
 
@@ -74,8 +79,8 @@ def native_dense_blocks() -> bool:
 
 
 def fused_fp32_blocks_enabled() -> bool:
-    """Whether the model's own forward would run its RRDBs by the native CPU Winograd kernel
-    (the only case the float32 engine reproduces bit for bit); otherwise the model runs as is."""
+    """Whether the model's own forward would run its RRDBs by the native CPU Winograd kernel;
+    otherwise (reference backend, SPSR_FAST_CPU_CONV=direct) the float32 engine runs the model as is."""
     return (native_dense_blocks() and os.environ.get("SPSR_FAST_CPU_CONV", "winograd") != "direct"
             and _extension.has_kernel("conv3x3_winograd", "CPU"))
 
@@ -162,18 +167,6 @@ def _pack_rrdb(rrdb: nn.Module, bf16: bool) -> tuple[list[torch.Tensor], list[to
 
 # ---- the engine -----------------------------------------------------------------------
 
-class PackedRRDB(nn.Module):
-    """Stands in for an RRDB in the float32 view: spsr_fast::rrdb_packed on cached packs."""
-
-    def __init__(self, engine: "CpuEngine", name: str, rrdb: nn.Module):
-        super().__init__()
-        self.engine, self.name = [engine], name  # a list: not registered as a submodule
-        self.rrdb = rrdb
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.engine[0].rrdb(self.name, self.rrdb, x, bf16=False)
-
-
 class CpuEngine:
     """Runs `model` (an RRDBNet or SPSRNet in float32 on the CPU) like `model(x)`; see the
     module docstring. `bf16`: bf16 GEMMs; `fp32_image_path`: the image path in float32."""
@@ -187,7 +180,6 @@ class CpuEngine:
         self.fp32_image_path = fp32_image_path
         self.image_path = set(image_path_children(model))
         self._packs: ModelPacks | None = None
-        self._view: nn.Module | None = None
 
     def __call__(self, x: torch.Tensor):
         if not self.bf16 and not fused_fp32_blocks_enabled():
@@ -196,8 +188,6 @@ class CpuEngine:
             raise ValueError(f"CpuEngine: expected a float32 CPU input, got {x.dtype} on {x.device}")
         self._packs = packs_of(self.model)
         with torch.no_grad():
-            if not self.bf16:
-                return self._float32_view()(x)
             if self.model.arch == "RRDBNet":
                 return self._rrdbnet(x)
             return self._spsrnet(x)
@@ -212,18 +202,24 @@ class CpuEngine:
         return name.split(".")[0] in self.image_path
 
     def _block(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """The RRDB `name` (body.3, grad_blocks.0, fusion_block), with bf16 GEMMs."""
-        return self.rrdb(name, self.model.get_submodule(name), x, bf16=True)
+        """The RRDB `name` (body.3, grad_blocks.0, fusion_block), with bf16 GEMMs in bf16 mode."""
+        return self.rrdb(name, self.model.get_submodule(name), x, bf16=self.bf16)
+
+    def _bf16_gemms(self, name: str, conv: nn.Module) -> bool:
+        """Whether conv `name` multiplies bf16 factors: in bf16 mode, off the image path under
+        fp32_image_path, and never for fewer than 8 output channels (conv_last: the image)."""
+        return (self.bf16 and not (self.fp32_image_path and self._in_image_path(name))
+                and conv.out_channels >= MIN_PACKED_CHANNELS)
 
     def _conv(self, name: str, x: torch.Tensor, epilogue: str = "bias", upsample: bool = False,
               residual: torch.Tensor | None = None) -> torch.Tensor:
         """Conv `name` (of the model's children) on x (nearest x2 first when `upsample`), then
-        `epilogue`: bias (none), lrelu, or residual (`residual` + conv). Winograd with bf16
-        GEMMs (float32 ones on the image path under fp32_image_path); narrow convs as the model
-        runs them."""
+        `epilogue`: bias (none), lrelu, or residual (`residual` + conv). Winograd, GEMM precision
+        as `_bf16_gemms` says; narrow convs as the model runs them."""
         conv = self.model.get_submodule(name)
+        # float32 too: measured faster than oneDNN (conv_body, bundled model: 0.13 against 0.20 ms at 64^2)
         if packable(conv):
-            bf16 = not (self.fp32_image_path and self._in_image_path(name))
+            bf16 = self._bf16_gemms(name, conv)
             pack, bias = self._packs.get(name, bf16, lambda: _pack_conv(conv, bf16))
             return torch.ops.spsr_fast.conv3x3_packed(x, pack, bias, epilogue, 1.0, residual, None, upsample)
         if upsample:
@@ -248,8 +244,7 @@ class CpuEngine:
         packs, biases = [], []
         for name, _, _ in convs:
             conv = self.model.get_submodule(name)
-            bf16 = (not (self.fp32_image_path and self._in_image_path(name))
-                    and conv.out_channels >= MIN_PACKED_CHANNELS)
+            bf16 = self._bf16_gemms(name, conv)
             pack, bias = self._packs.get(name, bf16, lambda conv=conv, bf16=bf16: _pack_conv(conv, bf16))
             packs.append(pack)
             biases.append(bias)
@@ -302,18 +297,3 @@ class CpuEngine:
         sr = self._chain(fused, [("fusion_conv", False, False), ("fusion_conv_hr", False, True),
                                  ("conv_last", False, False)])
         return grad_branch_map, sr, lr_grad
-
-    def _float32_view(self) -> nn.Module:
-        """The model with each RRDB replaced by a PackedRRDB; shares every parameter."""
-        if self._view is None:
-            view = copy.copy(self.model)
-            view._modules = type(self.model._modules)(self.model._modules)
-            for name, child in self.model.named_children():
-                if name == "fusion_block":
-                    view._modules[name] = PackedRRDB(self, name, child)
-                elif name in ("body", "grad_blocks"):
-                    blocks = [PackedRRDB(self, f"{name}.{i}", block) for i, block in enumerate(child)]
-                    view._modules[name] = nn.Sequential(*blocks) if isinstance(child, nn.Sequential) \
-                        else nn.ModuleList(blocks)
-            self._view = view
-        return self._view
