@@ -1,6 +1,8 @@
 """`--precision auto` on the CPU: bf16 where the CPU has bf16 dot products and the CPU engine runs
 the model, float32 otherwise (SPSR_FAST_CPU_BF16=0 forces "no native bf16"), one line saying
 what was chosen and why."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ import spsr_fast
 from spsr_fast import precision
 from spsr_fast.cli import main
 from spsr_fast.inference import cpu_engine
+from spsr_fast.ops import backend
 from spsr_fast.inference.runner import Upscaler, choose_precision, resolve_dtype
 from spsr_fast.weights import resolve_model
 
@@ -114,7 +117,7 @@ def test_without_native_bf16_auto_runs_float32_and_says_so(tmp_path, capsys, mon
 
 @pytest.mark.skipif(not (cpu_engine.packed_ops_available() and precision.cpu_bf16_kernels()[0]),
                     reason="this CPU has no AVX512_BF16 (or SPSR_FAST_CPU_BF16=0)")
-def test_auto_on_a_bf16_cpu_says_bf16_and_fp32_flag_stays_exact(tmp_path, capsys):
+def test_auto_on_a_bf16_cpu_says_bf16_and_fp32_flag_stays_float32(tmp_path, capsys):
     write_photo(tmp_path / "p.png")
     assert upscale(tmp_path / "p.png", "-o", tmp_path / "auto") == 0
     line = summary(capsys.readouterr().out)
@@ -122,14 +125,19 @@ def test_auto_on_a_bf16_cpu_says_bf16_and_fp32_flag_stays_exact(tmp_path, capsys
     assert upscale(tmp_path / "p.png", "--fp32", "-o", tmp_path / "fp32") == 0
     line = summary(capsys.readouterr().out)
     assert "(float32, tile" in line and "precision auto" not in line, line  # given, not chosen
-    # --fp32 is the float32 model bit for bit (before 8-bit rounding: the runner directly)
+    # --fp32 is float32 throughout (before 8-bit rounding: the runner directly): against a
+    # float64 run of the same network, no further off than the model's own float32 forward
+    # (the engine sums the tail in another order, so it is not that forward's bits)
     model = spsr_fast.load_model(resolve_model("default"))
     image = torch.from_numpy(np.asarray(Image.open(tmp_path / "p.png")).copy()).permute(2, 0, 1).float() / 255
     got = Upscaler(model, device="cpu", precision="fp32", tile=0).upscale_tensor(image)[0][0]
-    with torch.inference_mode():
-        expected = model.to(memory_format=torch.channels_last)(
+    with torch.inference_mode(), backend("reference"):
+        model_fp32 = model.to(memory_format=torch.channels_last)(
             image[None].contiguous(memory_format=torch.channels_last))[0].clamp(0, 1)
-    assert torch.equal(got, expected)
+        truth = copy.deepcopy(model).double()(image[None].double())[0].clamp(0, 1)
+    assert got.dtype == torch.float32
+    ours, theirs = (got.double() - truth).abs().max().item(), (model_fp32.double() - truth).abs().max().item()
+    assert ours <= max(2 * theirs, 1e-6) and ours < 1e-5, (ours, theirs)
 
 
 def test_a_replaced_forward_runs_as_is():
