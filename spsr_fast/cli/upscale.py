@@ -42,7 +42,7 @@ def add_model_arguments(parser) -> None:
                              "ones; on the CPU bf16 products with float32 activations where the CPU has bf16 "
                              "dot products (AVX512_BF16; SPSR_FAST_CPU_BF16=0 turns that off), else fp32; "
                              "16-bit outputs run the layers that carry the image in fp32")
-    parser.add_argument("--fp32", action="store_true", help="same as --precision fp32 (exact float32)")
+    parser.add_argument("--fp32", action="store_true", help="same as --precision fp32 (float32 throughout)")
     parser.add_argument("--tile", type=int_at_least(0), default=None,
                         help="tile size in input pixels (default: from free memory; 0: never tile); a tile "
                              "that runs out of device memory is retried at half the size")

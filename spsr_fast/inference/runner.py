@@ -9,8 +9,8 @@ There `auto` is bf16 where the CPU has bf16 dot products (AVX512_BF16; SPSR_FAST
 says it has not), else float32; auto's bf16 runs the layers that carry the image with float32
 GEMMs, which keeps its error against float32 within the bound tests/test_cpu_bf16_engine.py
 checks on photographs (mean <= 0.002, max no larger than bf16's elsewhere), and 16-bit
-outputs in exact float32; `bf16` runs those layers in bf16 too for 8-bit outputs; `fp32` is
-the exact float32 path. `precision="fp32"` turns autocast off. Pictures written
+outputs in float32; `bf16` runs those layers in bf16 too for 8-bit outputs; `fp32` is
+float32 throughout. `precision="fp32"` turns autocast off. Pictures written
 with 16 bits per sample run the layers that carry the image in fp32 (image_path.py), so
 they keep more than 8 bits under autocast. The tile size is chosen from free memory unless
 given; an image that fits one tile is not tiled; a tile that runs out of device memory is
@@ -270,7 +270,7 @@ class Upscaler:
         fp32; compiled on request."""
         if precise not in self._networks and self.engine != "module":
             # auto keeps the image path in float32 GEMMs (the bound it is chosen by), and runs
-            # 16-bit outputs in exact float32: bf16 products in the trunk leave them about 12 bits
+            # 16-bit outputs in float32: bf16 products in the trunk leave them about 12 bits
             bf16 = self.engine == "cpu-bf16" and not (precise and self.auto_precision)
             self._networks[precise] = cpu_engine.CpuEngine(self.model, bf16=bf16,
                                                            fp32_image_path=precise or self.auto_precision)
