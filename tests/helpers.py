@@ -1,7 +1,9 @@
-"""Comparison helpers shared by the kernel tests."""
+"""Helpers shared by the tests: kernel comparisons, synthetic training images."""
 from __future__ import annotations
 
+import numpy as np
 import torch
+from PIL import Image
 
 LAYOUTS = ("contiguous", "channels_last", "strided")
 
@@ -40,3 +42,16 @@ def assert_close_to_truth(actual, reference_same_dtype, truth, dtype, what="outp
     floor = torch.finfo(dtype).eps * truth.abs().max().item()
     assert err <= 2 * ref_err + floor, (
         f"{what}: {dtype} max error {err:.3g} exceeds 2x the same-dtype reference's {ref_err:.3g}")
+
+
+def write_wave_images(folder, count, size, seed):
+    """`count` size x size RGB PNGs of smooth 2-D waves (different per image and seed) in a new
+    `folder`: training images with structure at every scale, made in milliseconds."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    for k in range(count):
+        f1, f2, ph = rng.uniform(2, 6, 3)
+        base = 0.5 + 0.35 * np.sin(2 * np.pi * (f1 * x + ph)) * np.cos(2 * np.pi * f2 * y)
+        img = np.stack([base, np.roll(base, k + 3, axis=1), 1 - base], axis=2)
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"img{k:02d}.png")

@@ -16,25 +16,14 @@ from spsr_fast.train import load_config
 from spsr_fast.train.config import ConfigError
 from spsr_fast.train.trainer import Trainer
 
-
-def _write_images(folder, count, size, seed):
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    for k in range(count):
-        f1, f2, ph = rng.uniform(2, 6, 3)
-        base = 0.5 + 0.35 * np.sin(2 * np.pi * (f1 * x + ph)) * np.cos(2 * np.pi * f2 * y)
-        img = np.stack([base, np.roll(base, k + 3, axis=1), 1 - base], axis=2)
-        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"img{k:02d}.png")
+from helpers import write_wave_images
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("rw_imgs")
-    _write_images(root / "train", 6, 64, seed=0)
-    _write_images(root / "val", 2, 48, seed=1)
+    write_wave_images(root / "train", 6, 64, seed=0)
+    write_wave_images(root / "val", 2, 48, seed=1)
     return root
 
 

@@ -7,22 +7,12 @@ import socket
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from spsr_fast.train import load_config
 from spsr_fast.train.__main__ import main as train_main
 from spsr_fast.train.trainer import Trainer, TrainingStopped
 
-
-def _write_images(folder, count, size, seed):
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    for k in range(count):
-        f1, f2, ph = rng.uniform(2, 6, 3)
-        base = 0.5 + 0.35 * np.sin(2 * np.pi * (f1 * x + ph)) * np.cos(2 * np.pi * f2 * y)
-        img = np.stack([base, np.roll(base, k + 3, axis=1), 1 - base], axis=2)
-        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"img{k:02d}.png")
+from helpers import write_wave_images
 
 
 @pytest.fixture(autouse=True)
@@ -40,8 +30,8 @@ def offline(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("imgs")
-    _write_images(root / "train", 6, 64, seed=0)
-    _write_images(root / "val", 2, 48, seed=1)
+    write_wave_images(root / "train", 6, 64, seed=0)
+    write_wave_images(root / "val", 2, 48, seed=1)
     return root
 
 
@@ -67,7 +57,7 @@ def read_log(run_dir):
 
 def test_psnr_stage_l1_falls_and_skips_corrupt_image(images, tmp_path, caplog):
     train = tmp_path / "train"
-    _write_images(train, 4, 64, seed=2)
+    write_wave_images(train, 4, 64, seed=2)
     (train / "zz_broken.png").write_bytes(b"\x89PNG broken")
     cfg = tiny(images, tmp_path / "out", stage="psnr", **{
         "data.train_hr": str(train), "optim.total_iters": 40, "optim.lr_g": 1e-3,
