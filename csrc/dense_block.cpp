@@ -26,7 +26,6 @@
 namespace spsr_fast {
 namespace {
 
-constexpr double kNegativeSlope = 0.2;
 constexpr int64_t kConvsPerBlock = 5;
 
 struct Geometry {
@@ -119,22 +118,6 @@ class ConvStep {
   at::TensorList weights_, biases_;
   bool winograd_;
 };
-
-EpilogueArgs leaky_relu_epilogue() {
-  EpilogueArgs e;
-  e.kind = ConvEpilogue::kBiasLeakyRelu;
-  e.negative_slope = kNegativeSlope;
-  return e;
-}
-
-EpilogueArgs residual_epilogue(double scale, const at::Tensor& res1, const at::Tensor& res2 = {}) {
-  EpilogueArgs e;
-  e.kind = res2.defined() ? ConvEpilogue::kResidual2 : ConvEpilogue::kResidual;
-  e.scale = scale;
-  e.res1 = res1;
-  e.res2 = res2;
-  return e;
-}
 
 }  // namespace
 

@@ -30,7 +30,6 @@
 namespace spsr_fast {
 namespace {
 
-constexpr double kNegativeSlope = 0.2;
 constexpr int64_t kConvsPerBlock = 5;
 constexpr int64_t kPositions = 16;
 
@@ -60,22 +59,6 @@ void block_conv_into(const at::Tensor& input, const at::Tensor& pack, const at::
   } else {
     winograd_conv3x3_into(input, pack, bias, epilogue, out);
   }
-}
-
-EpilogueArgs leaky_relu_epilogue() {
-  EpilogueArgs e;
-  e.kind = ConvEpilogue::kBiasLeakyRelu;
-  e.negative_slope = kNegativeSlope;
-  return e;
-}
-
-EpilogueArgs residual_epilogue(double scale, const at::Tensor& res1, const at::Tensor& res2 = {}) {
-  EpilogueArgs e;
-  e.kind = res2.defined() ? ConvEpilogue::kResidual2 : ConvEpilogue::kResidual;
-  e.scale = scale;
-  e.res1 = res1;
-  e.res2 = res2;
-  return e;
 }
 
 void check_float_cpu(const at::Tensor& t, const char* what, const char* name) {

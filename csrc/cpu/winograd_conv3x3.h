@@ -28,6 +28,24 @@ struct EpilogueArgs {
   at::Tensor res2;
 };
 
+// The dense blocks' epilogues: bias + LeakyReLU(0.2) for the four growth convs, and the
+// 0.2-scaled residual(s) of the fifth (one for an RDB, two for the last RDB of an RRDB).
+inline EpilogueArgs leaky_relu_epilogue() {
+  EpilogueArgs e;
+  e.kind = ConvEpilogue::kBiasLeakyRelu;
+  e.negative_slope = 0.2;
+  return e;
+}
+
+inline EpilogueArgs residual_epilogue(double scale, const at::Tensor& res1, const at::Tensor& res2 = {}) {
+  EpilogueArgs e;
+  e.kind = res2.defined() ? ConvEpilogue::kResidual2 : ConvEpilogue::kResidual;
+  e.scale = scale;
+  e.res1 = res1;
+  e.res2 = res2;
+  return e;
+}
+
 // U = G g G^T of a (C_out, C_in, 3, 3) weight, laid out (16, C_in, C_out) for the GEMMs.
 at::Tensor winograd_weight_transform(const at::Tensor& weight);
 
