@@ -5,8 +5,11 @@
 // copies channels_last weights to contiguous first): about 137 ms per forward of an nf 64,
 // nb 23 RRDBNet, paid again per tile. Here the engine packs each weight once
 // (winograd_pack), keeps the packs per model, and passes them in:
-//   winograd_pack(weight, bf16)   -> float32 (16, C_in, C_out) U of csrc/cpu/winograd_conv3x3
-//                                    or the bf16 pack of csrc/cpu/winograd_packed
+//   winograd_pack(weight, bf16, output_tile=2)
+//                                 -> float32 (16, C_in, C_out) U of csrc/cpu/winograd_conv3x3,
+//                                    or the bf16 pack of csrc/cpu/winograd_packed for
+//                                    F(2x2, 3x3) (output_tile 2: 16 positions) or F(4x4, 3x3)
+//                                    (output_tile 4: 36 positions; bf16 only)
 //   conv3x3_packed(x, pack, bias, epilogue, scale, res1, res2, upsample) -> one 3x3 conv
 //   rrdb_packed(x, packs, biases, residual_scale, outer_residual) -> an RRDB (or a chain of RDBs)
 //   conv_chain(x, packs, biases, upsample, leaky_relu, tile) -> convs one after the other, tile
@@ -31,12 +34,14 @@ namespace spsr_fast {
 namespace {
 
 constexpr int64_t kConvsPerBlock = 5;
-constexpr int64_t kPositions = 16;
+constexpr int64_t kPositions = 16;     // F(2x2, 3x3)
+constexpr int64_t kPositionsF4 = 36;   // F(4x4, 3x3), bf16 packs only
 
 bool is_bf16_pack(const at::Tensor& pack) { return pack.scalar_type() == at::kBFloat16; }
 
 void check_pack(const at::Tensor& pack, int64_t in_channels, int64_t out_channels, const char* what) {
-  TORCH_CHECK(pack.device().is_cpu() && pack.dim() >= 3 && pack.size(0) == kPositions,
+  TORCH_CHECK(pack.device().is_cpu() && pack.dim() >= 3 &&
+                  (pack.size(0) == kPositions || (is_bf16_pack(pack) && pack.size(0) == kPositionsF4)),
               what, ": not a Winograd pack (from spsr_fast::winograd_pack): shape ", pack.sizes());
   if (is_bf16_pack(pack)) {
     TORCH_CHECK(pack.dim() == 4 && pack.size(1) == (in_channels + 1) / 2 &&
@@ -66,14 +71,17 @@ void check_float_cpu(const at::Tensor& t, const char* what, const char* name) {
               " must be a float32 CPU tensor, got ", t.scalar_type(), " on ", t.device());
 }
 
-at::Tensor winograd_pack(const at::Tensor& weight, bool bf16) {
+at::Tensor winograd_pack(const at::Tensor& weight, bool bf16, int64_t output_tile) {
   TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
               "winograd_pack: weight must be (C_out, C_in, 3, 3), got ", weight.sizes());
   TORCH_CHECK(weight.device().is_cpu() && at::isFloatingType(weight.scalar_type()),
               "winograd_pack: weight must be a floating-point CPU tensor");
   // contiguous here, once: the float32 transform would copy a channels_last weight itself
   const at::Tensor w = weight.to(at::kFloat).contiguous();
-  return bf16 ? winograd_bf16_pack_weight(w) : winograd_weight_transform(w);
+  TORCH_CHECK(output_tile == 2 || (bf16 && output_tile == 4),
+              "winograd_pack: output_tile must be 2, or 4 with bf16 (F(4x4, 3x3) has bf16 GEMMs only), got ",
+              output_tile, bf16 ? " with bf16" : " with float32");
+  return bf16 ? winograd_bf16_pack_weight(w, output_tile) : winograd_weight_transform(w);
 }
 
 // epilogue: "bias", "lrelu" (bias + LeakyReLU 0.2), "residual" (res1 + scale * (conv + bias)),
@@ -230,7 +238,7 @@ at::Tensor conv_chain_packed(const at::Tensor& x, at::TensorList packs, at::Tens
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(spsr_fast, m) {
-  m.def("winograd_pack(Tensor weight, bool bf16) -> Tensor");
+  m.def("winograd_pack(Tensor weight, bool bf16, int output_tile=2) -> Tensor");
   m.def(
       "conv3x3_packed(Tensor x, Tensor pack, Tensor bias, str epilogue, float scale, Tensor? res1, "
       "Tensor? res2, bool upsample) -> Tensor");

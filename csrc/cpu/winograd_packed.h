@@ -19,8 +19,10 @@
 namespace spsr_fast {
 
 // U = G g G^T of a (C_out, C_in, 3, 3) weight, rounded to bf16 and packed for
-// small_gemm_bf16: (16, ceil(C_in / 2), C_out rounded up to 16, 2), dtype bfloat16.
-at::Tensor winograd_bf16_pack_weight(const at::Tensor& weight);
+// small_gemm_bf16: (P, ceil(C_in / 2), C_out rounded up to 16, 2), dtype bfloat16, for output
+// tiles of `output_tile` pixels on a side: 2 (F(2x2, 3x3), P = 16) or 4 (F(4x4, 3x3), P = 36).
+// The pack's P tells the kernels which transform to run.
+at::Tensor winograd_bf16_pack_weight(const at::Tensor& weight, int64_t output_tile = 2);
 
 // out = epilogue(conv3x3(up(input), weight) + bias), up = nearest x2 when `upsample`, else
 // the identity. `packed_weight`: winograd_bf16_pack_weight's (bf16 GEMMs) or
@@ -35,6 +37,7 @@ void winograd_packed_conv3x3_into(const at::Tensor& input, bool upsample, const 
 struct DenseConv {
   at::Tensor new_channels;  // (B, c, H, W) float32, channel stride 1, c even
   at::Tensor pack;          // winograd_bf16_pack_weight of the (C_out, all input channels, 3, 3) weight
+                            // (the five convs of a block: one output tile)
   at::Tensor bias;          // float32 (C_out)
   EpilogueArgs epilogue;
   at::Tensor out;           // (B, C_out, H, W) float32, channel stride 1

@@ -14,8 +14,9 @@ Two modes, both inference only (no autograd):
   Winograd tail sums in another order, and measured against float64 it is the closer of the two
   (bundled model, random input: max error 1.6e-6, the model's forward 2.4e-6).
 - bf16 (`bf16=True`): the generator's forward written out here, every 3x3 conv of at least 8
-  input and output channels run by Winograd F(2x2, 3x3) whose 16 per-position GEMMs take bf16
-  factors on the CPU's bf16 dot-product instructions (csrc/cpu/winograd_packed.cpp).
+  input and output channels run by Winograd convolutions whose per-position GEMMs take bf16
+  factors on the CPU's bf16 dot-product instructions (csrc/cpu/winograd_packed.cpp): F(4x4,
+  3x3) in the RRDBs (36 GEMMs per 4x4 output tile), F(2x2, 3x3) elsewhere.
   Activations, the Winograd transforms, bias, LeakyReLU and the residuals stay float32: only
   the factors of the products are rounded, no activation is, and each RRDB's skip carries
   its input exactly. Nearest x2 upsampling is read inside the conv that follows it;
@@ -153,15 +154,22 @@ def packs_of(model: nn.Module) -> ModelPacks:
     return packs
 
 
-def _pack_conv(conv: nn.Conv2d, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _pack_conv(conv: nn.Conv2d, bf16: bool, output_tile: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     weight = conv.weight.detach()
     bias = conv.bias.detach() if conv.bias is not None else weight.new_zeros(conv.out_channels)
-    return torch.ops.spsr_fast.winograd_pack(weight, bf16), bias.float().contiguous()
+    return torch.ops.spsr_fast.winograd_pack(weight, bf16, output_tile), bias.float().contiguous()
+
+
+# bf16 RRDBs run Winograd F(4x4, 3x3): 36 products per 16 outputs instead of F(2x2)'s 64, at
+# about F(2x2)'s error with these bf16 factors (csrc/cpu/winograd_packed.cpp); float32 RRDBs
+# stay F(2x2), bit for bit the model's own forward.
+BF16_RRDB_OUTPUT_TILE = 4
 
 
 def _pack_rrdb(rrdb: nn.Module, bf16: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     convs = [getattr(rdb, f"conv{k}") for rdb in (rrdb.rdb1, rrdb.rdb2, rrdb.rdb3) for k in range(1, 6)]
-    packed = [_pack_conv(conv, bf16) for conv in convs]
+    tile = BF16_RRDB_OUTPUT_TILE if bf16 else 2
+    packed = [_pack_conv(conv, bf16, tile) for conv in convs]
     return [w for w, _ in packed], [b for _, b in packed]
 
 
