@@ -29,7 +29,10 @@ The export to each peer's format is part of the run (its time is printed). An en
 installed is skipped with a printed reason.
 
 Timing: every engine is warmed up, then the engines run one forward each in turn (the starting
-engine rotates per round), for --rounds rounds; the median is reported, with the ratio
+engine rotates per round), for --rounds rounds, each forward after a pause of --settle-ms (the
+engines' thread pools spin for a while after a forward: without the pause that spinning takes
+cores from whichever engine runs next, which on 2 cores moved a 20 ms forward by 20-50 %);
+the median is reported, with the ratio
 `engine time / spsr-fast-fp32 time` (the issue's convention) and `engine / spsr-fast-auto`, output
 megapixels per second, the process's peak RSS (and its growth over the RSS after imports and
 loading), and each engine's max / mean absolute error against spsr-fast-fp32 (outputs clamped to
@@ -390,6 +393,7 @@ def run_case(model_name, model_path, size, engines, args, workdir, exports) -> l
     for round_index in range(args.rounds):
         order = names[round_index % len(names):] + names[:round_index % len(names)]
         for name in order:
+            time.sleep(args.settle_ms / 1e3)  # the previous engine's spinning threads go idle
             times[name].append(workers[name].ask("run")["ms"])
     outputs = {}
     for name in names:
@@ -442,6 +446,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: bundled, nf64")
     parser.add_argument("--sizes", default="64,128", help="input sides (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=9, help="timed rounds (median; default %(default)s)")
+    parser.add_argument("--settle-ms", type=float, default=200.0,
+                        help="pause before each timed forward, so other engines' thread pools stop spinning "
+                             "(default %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed forwards per engine first")
     parser.add_argument("--threads", type=int, default=2, help="threads of every engine (default %(default)s)")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of: " + ", ".join(ENGINES))
@@ -462,8 +469,8 @@ def main() -> None:
         sizes = [int(s) for s in args.sizes.split(",") if s]
     except ValueError:
         parser.error(f"--sizes: expected comma-separated integers, got {args.sizes!r}")
-    if args.rounds < 1 or args.threads < 1 or args.warmup < 0:
-        parser.error("--rounds and --threads must be >= 1, --warmup >= 0")
+    if args.rounds < 1 or args.threads < 1 or args.warmup < 0 or args.settle_ms < 0:
+        parser.error("--rounds and --threads must be >= 1, --warmup and --settle-ms >= 0")
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="spsr_peers_")
     os.makedirs(workdir, exist_ok=True)
@@ -514,7 +521,7 @@ def main() -> None:
     print(f"\nload average at start {start_load}, at end {end_load} (2 cores: above ~2 the numbers are noisy)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), "threads": args.threads, "rounds": args.rounds,
+            json.dump({"cpu": cpu_description(), "threads": args.threads, "rounds": args.rounds, "settle_ms": args.settle_ms,
                        "load_average_start": start_load, "load_average_end": end_load,
                        "exports": export_records, "records": records}, f, indent=1)
         print(f"wrote {args.json}")
