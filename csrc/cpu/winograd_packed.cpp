@@ -815,6 +815,12 @@ void DenseBlockPlan::run(int64_t conv, int64_t band, int64_t index, std::vector<
   }
 }
 
+inline void pause_briefly() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 // Hands out the chunks of a chain of dense blocks as their inputs become ready (the rules
 // above; block i + 1 starts when block i is done). A thread waits only when no chunk at all is
 // ready, so a thread the OS deschedules holds up at most the chunk it is running.
@@ -833,6 +839,16 @@ class WavefrontScheduler {
         if (ready(k)) conv = k;
       }
       if (conv < 0) {
+        // Spin a little before sleeping: the band being waited for is usually a chunk (tens of
+        // microseconds) away, and a futex wake-up costs about as much (measured on the bundled
+        // model at 64x64: sleeping at once made the bf16 forward's median 1.9x its best).
+        const int64_t seen = progress_.load(std::memory_order_relaxed);
+        lock.unlock();
+        for (int spin = 0; spin < kSpinsBeforeSleep && progress_.load(std::memory_order_acquire) == seen; ++spin) {
+          pause_briefly();
+        }
+        lock.lock();
+        if (progress_.load(std::memory_order_relaxed) != seen) continue;
         ++waiting_;
         ready_.wait(lock);
         --waiting_;
@@ -847,8 +863,12 @@ class WavefrontScheduler {
       lock.unlock();
       plans_[block]->run(conv, band, index, m, sink);
       lock.lock();
-      if (finish(conv, band) && waiting_ > 0) ready_.notify_all();  // only a finished band readies chunks
+      if (finish(conv, band)) {  // only a finished band readies chunks
+        progress_.fetch_add(1, std::memory_order_release);
+        if (waiting_ > 0) ready_.notify_all();
+      }
     }
+    progress_.fetch_add(1, std::memory_order_release);
     ready_.notify_all();  // the others, waiting for chunks that will never come
   }
 
@@ -888,6 +908,8 @@ class WavefrontScheduler {
   std::condition_variable ready_;
   size_t block_ = 0;
   int64_t waiting_ = 0;  // threads in ready_.wait
+  std::atomic<int64_t> progress_{0};  // bumped whenever chunks may have become ready
+  static constexpr int kSpinsBeforeSleep = 20000;  // about 100 us of pause instructions
   std::array<int64_t, 5> next_band_{}, next_chunk_{}, done_bands_{};  // done_bands_: bands 0.. all done
   std::array<std::vector<int64_t>, 5> done_chunks_;
 };
