@@ -21,9 +21,11 @@
 // (csrc/dense_block.cpp): same buffer scheme, same order, same kernel, so with float32 packs
 // its result is bit for bit that op's. Inference only: no autograd.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <optional>
 #include <string>
 
@@ -64,6 +66,27 @@ void block_conv_into(const at::Tensor& input, const at::Tensor& pack, const at::
   } else {
     winograd_conv3x3_into(input, pack, bias, epilogue, out);
   }
+}
+
+// dst = src for float32 (B, C, H, W) tensors with channel stride 1 (dst: the first channels of
+// a wider buffer), pixel by pixel: ATen's copy_ into such a channel slice ran at about a tenth
+// of memory speed (0.25 ms for 32 x 64 x 64 floats, 6 per forward of the bundled model).
+void copy_pixels(const at::Tensor& src, at::Tensor dst) {
+  TORCH_CHECK(src.sizes() == dst.sizes() && src.stride(1) == 1 && dst.stride(1) == 1 &&
+                  src.scalar_type() == at::kFloat && dst.scalar_type() == at::kFloat,
+              "copy_pixels: expected float32 tensors of one shape with channel stride 1");
+  const int64_t height = src.size(2), width = src.size(3), channels = src.size(1);
+  const float* from = src.data_ptr<float>();
+  float* to = dst.data_ptr<float>();
+  at::parallel_for(0, src.size(0) * height, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / height, y = row % height;
+      for (int64_t x = 0; x < width; ++x) {
+        std::memcpy(to + b * dst.stride(0) + y * dst.stride(2) + x * dst.stride(3),
+                    from + b * src.stride(0) + y * src.stride(2) + x * src.stride(3), channels * sizeof(float));
+      }
+    }
+  });
 }
 
 void check_float_cpu(const at::Tensor& t, const char* what, const char* name) {
@@ -192,7 +215,7 @@ at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList
   }
   // As spsr_fast::dense_blocks (csrc/dense_block.cpp) without keep_buffers: one shared buffer.
   at::Tensor buffer = new_buffer(nf + 4 * gc);
-  buffer.narrow(1, 0, nf).copy_(x_cl);
+  copy_pixels(x_cl, buffer.narrow(1, 0, nf));
   at::Tensor block_input = x_cl;  // conv1 reads a dense tensor where there is one
   at::Tensor next_input;
   for (int64_t block = 0; block < blocks; ++block) {
@@ -213,7 +236,7 @@ at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList
       if (!next_input.defined()) next_input = new_buffer(nf);
       block_conv_into(buffer, packs[first + 4], bias_c[first + 4], residual_epilogue(residual_scale, block_input),
                 next_input);
-      buffer.narrow(1, 0, nf).copy_(next_input);
+      copy_pixels(next_input, buffer.narrow(1, 0, nf));
       block_input = next_input;
     }
   }

@@ -129,6 +129,11 @@ def tiled_forward(forward: Callable[[torch.Tensor], Sequence[torch.Tensor]], ima
         if pad_batch and len(chunk) < batch:
             tiles = torch.cat((tiles, tiles.new_zeros((batch - len(chunk), *tiles.shape[1:]))))
         results = [r.float().cpu() for r in forward(tiles)]
+        if len(boxes) == 1 and (th, tw) == (height, width):
+            # one tile is the whole image: its window is all ones, so the blend would be a copy
+            # (a normal tensor, not the forward's inference tensor; strides kept: channels_last is the HWC
+            # the image writer wants)
+            return [r[0].clone() for r in results]
         if outputs is None:
             outputs = [torch.zeros((r.shape[1], height * scale, width * scale)) for r in results]
         for k, (y, x) in enumerate(chunk):
