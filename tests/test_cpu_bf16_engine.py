@@ -81,8 +81,9 @@ def test_packed_conv_against_float64(bf16, epilogue, upsample, shape):
 
 
 def photo_features(photo, channels, generator):
-    """What a generator's convs read: a photograph through a random 3x3 conv and LeakyReLU."""
-    x = torch.from_numpy(photo.copy()).permute(2, 0, 1).float()[None] / 255
+    """What a generator's convs read: a photograph (3 x H x W in [0, 1]) through a random 3x3
+    conv and LeakyReLU."""
+    x = photo[None]
     weight = torch.randn(channels, 3, 3, 3, generator=generator) / 27 ** 0.5
     return channels_last(F.leaky_relu(F.conv2d(x, weight, padding=1), 0.2))
 
@@ -100,7 +101,7 @@ def test_f4_packed_conv_on_photograph_features(channels, epilogue):
     c_in, c_out = channels
     g = torch.Generator().manual_seed(c_in + c_out)
     crops = photographs(size=37)
-    x = torch.cat([photo_features((crop * 255).byte().permute(1, 2, 0).numpy(), c_in, g) for crop in crops[:2]])
+    x = torch.cat([photo_features(crop, c_in, g) for crop in crops[:2]])
     weight = torch.randn(c_out, c_in, 3, 3, generator=g) / (9 * c_in) ** 0.5
     bias = torch.randn(c_out, generator=g) * 0.1
     grid = F.interpolate(x, scale_factor=2, mode="nearest") if upsample else x

@@ -350,39 +350,6 @@ SPSR_BF16_TARGET inline void store_v(float* dst, __mmask16 mask, __m512 value) {
   _mm512_mask_storeu_ps(dst, mask, value);
 }
 
-template <typename P>
-SPSR_BF16_TARGET void input_transform_avx512(const ChunkArgs& a, int64_t first, int64_t n,
-                                             typename P::Element* v) {
-  const int64_t ps = n * a.v_row;  // position stride
-  for (int64_t i = 0; i < n; ++i) {
-    const float* d[kPositions];
-    input_pointers<2>(a.in, tile_at(a.g, first + i), a.zeros, d);
-    typename P::Element* out = v + i * a.v_row + a.v_offset;
-    for (int64_t c = 0; c < a.v_columns; c += 16) {
-      const __mmask16 load = lanes_below(a.in_channels - c), store = lanes_below(a.v_columns - c);
-      __m512 t[kPositions];  // B^T d
-#pragma GCC unroll 4
-      for (int s = 0; s < 4; ++s) {
-        const __m512 d0 = _mm512_maskz_loadu_ps(load, d[s] + c), d1 = _mm512_maskz_loadu_ps(load, d[4 + s] + c);
-        const __m512 d2 = _mm512_maskz_loadu_ps(load, d[8 + s] + c), d3 = _mm512_maskz_loadu_ps(load, d[12 + s] + c);
-        t[s] = _mm512_sub_ps(d0, d2);
-        t[4 + s] = _mm512_add_ps(d1, d2);
-        t[8 + s] = _mm512_sub_ps(d2, d1);
-        t[12 + s] = _mm512_sub_ps(d1, d3);
-      }
-#pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {  // (B^T d) B
-        const __m512* row = t + 4 * r;
-        typename P::Element* dst = out + 4 * r * ps + c;
-        store_v(dst, store, _mm512_sub_ps(row[0], row[2]));
-        store_v(dst + ps, store, _mm512_add_ps(row[1], row[2]));
-        store_v(dst + 2 * ps, store, _mm512_sub_ps(row[2], row[1]));
-        store_v(dst + 3 * ps, store, _mm512_sub_ps(row[1], row[3]));
-      }
-    }
-  }
-}
-
 // out = epilogue(y + bias) for 16 channels of one output pixel.
 template <ConvEpilogue kEpilogue>
 SPSR_BF16_TARGET inline void store_epilogue(__m512 y, __m512 bias, __m512 scale, __m512 slope, __mmask16 mask,
@@ -398,36 +365,6 @@ SPSR_BF16_TARGET inline void store_epilogue(__m512 y, __m512 bias, __m512 scale,
     value = _mm512_fmadd_ps(scale, value, _mm512_maskz_loadu_ps(mask, r2));
   }
   _mm512_mask_storeu_ps(out, mask, value);
-}
-
-template <ConvEpilogue kEpilogue>
-SPSR_BF16_TARGET void output_transform_avx512(const ChunkArgs& a, int64_t first, int64_t n, const float* m,
-                                              float* sink) {
-  const int64_t ps = n * a.ldm;
-  const __m512 scale = _mm512_set1_ps(a.scale), slope = _mm512_set1_ps(a.slope);
-  for (int64_t i = 0; i < n; ++i) {
-    const OutputPointers<2> p = output_pointers<2>(a.g, tile_at(a.g, first + i), a.out, a.res1, a.res2, sink, a.zeros);
-    const float* tile = m + i * a.ldm;
-    for (int64_t c = 0; c < a.out_channels; c += 16) {
-      const __mmask16 mask = lanes_below(a.out_channels - c);
-      __m512 q[kPositions];
-#pragma GCC unroll 16
-      for (int k = 0; k < kPositions; ++k) q[k] = _mm512_loadu_ps(tile + k * ps + c);  // M rows are padded
-      __m512 s8[8];  // A^T M: two rows of four
-#pragma GCC unroll 4
-      for (int s = 0; s < 4; ++s) {
-        s8[s] = _mm512_add_ps(_mm512_add_ps(q[s], q[4 + s]), q[8 + s]);
-        s8[4 + s] = _mm512_sub_ps(_mm512_sub_ps(q[4 + s], q[8 + s]), q[12 + s]);
-      }
-      const __m512 bias = _mm512_maskz_loadu_ps(mask, a.bias + c);
-      const __m512 y[4] = {_mm512_add_ps(_mm512_add_ps(s8[0], s8[1]), s8[2]),
-                           _mm512_sub_ps(_mm512_sub_ps(s8[1], s8[2]), s8[3]),
-                           _mm512_add_ps(_mm512_add_ps(s8[4], s8[5]), s8[6]),
-                           _mm512_sub_ps(_mm512_sub_ps(s8[5], s8[6]), s8[7])};
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) store_epilogue<kEpilogue>(y[k], bias, scale, slope, mask, p.r1[k] + c, p.r2[k] + c, p.o[k] + c);
-    }
-  }
 }
 
 // F(4x4, 3x3), 1-D, as the scalar f4_input_1d / f4_output_1d (same operations, same order).
@@ -451,68 +388,134 @@ SPSR_BF16_TARGET inline void f4_output_1d(const __m512 m[6], __m512 y[4]) {
                        m[5]);
 }
 
+// One tile's V for 16 channels from channel c (d: its input pixels, ps: V's position stride).
 template <typename P>
-SPSR_BF16_TARGET void input_transform_avx512_f4(const ChunkArgs& a, int64_t first, int64_t n,
-                                                typename P::Element* v) {
+SPSR_BF16_TARGET inline void input_tile_f2(const float* const d[16], int64_t c, __mmask16 load, __mmask16 store,
+                                           typename P::Element* out, int64_t ps) {
+  __m512 t[16];  // B^T d
+#pragma GCC unroll 4
+  for (int s = 0; s < 4; ++s) {
+    const __m512 d0 = _mm512_maskz_loadu_ps(load, d[s] + c), d1 = _mm512_maskz_loadu_ps(load, d[4 + s] + c);
+    const __m512 d2 = _mm512_maskz_loadu_ps(load, d[8 + s] + c), d3 = _mm512_maskz_loadu_ps(load, d[12 + s] + c);
+    t[s] = _mm512_sub_ps(d0, d2);
+    t[4 + s] = _mm512_add_ps(d1, d2);
+    t[8 + s] = _mm512_sub_ps(d2, d1);
+    t[12 + s] = _mm512_sub_ps(d1, d3);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {  // (B^T d) B
+    const __m512* row = t + 4 * r;
+    typename P::Element* dst = out + 4 * r * ps + c;
+    store_v(dst, store, _mm512_sub_ps(row[0], row[2]));
+    store_v(dst + ps, store, _mm512_add_ps(row[1], row[2]));
+    store_v(dst + 2 * ps, store, _mm512_sub_ps(row[2], row[1]));
+    store_v(dst + 3 * ps, store, _mm512_sub_ps(row[1], row[3]));
+  }
+}
+
+template <typename P>
+SPSR_BF16_TARGET inline void input_tile_f4(const float* const d[36], int64_t c, __mmask16 load, __mmask16 store,
+                                           typename P::Element* out, int64_t ps) {
+  __m512 t[36];  // B^T d, t[6 r + s]
+#pragma GCC unroll 6
+  for (int s = 0; s < 6; ++s) {
+    __m512 column[6], transformed[6];
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; ++k) column[k] = _mm512_maskz_loadu_ps(load, d[6 * k + s] + c);
+    f4_input_1d(column, transformed);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) t[6 * r + s] = transformed[r];
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < 6; ++r) {  // (B^T d) B
+    __m512 row[6];
+    f4_input_1d(t + 6 * r, row);
+    typename P::Element* dst = out + 6 * r * ps + c;
+#pragma GCC unroll 6
+    for (int s = 0; s < 6; ++s) store_v(dst + s * ps, store, row[s]);
+  }
+}
+
+template <typename P, int kM>
+SPSR_BF16_TARGET void input_transform_avx512(const ChunkArgs& a, int64_t first, int64_t n, typename P::Element* v) {
   const int64_t ps = n * a.v_row;  // position stride
   for (int64_t i = 0; i < n; ++i) {
-    const float* d[36];
-    input_pointers<4>(a.in, tile_at(a.g, first + i), a.zeros, d);
+    const float* d[kPositionsOf<kM>];
+    input_pointers<kM>(a.in, tile_at(a.g, first + i), a.zeros, d);
     typename P::Element* out = v + i * a.v_row + a.v_offset;
     for (int64_t c = 0; c < a.v_columns; c += 16) {
       const __mmask16 load = lanes_below(a.in_channels - c), store = lanes_below(a.v_columns - c);
-      __m512 t[36];  // B^T d, t[6 r + s]
-#pragma GCC unroll 6
-      for (int s = 0; s < 6; ++s) {
-        __m512 column[6], transformed[6];
-#pragma GCC unroll 6
-        for (int k = 0; k < 6; ++k) column[k] = _mm512_maskz_loadu_ps(load, d[6 * k + s] + c);
-        f4_input_1d(column, transformed);
-#pragma GCC unroll 6
-        for (int r = 0; r < 6; ++r) t[6 * r + s] = transformed[r];
-      }
-#pragma GCC unroll 6
-      for (int r = 0; r < 6; ++r) {  // (B^T d) B
-        __m512 row[6];
-        f4_input_1d(t + 6 * r, row);
-        typename P::Element* dst = out + 6 * r * ps + c;
-#pragma GCC unroll 6
-        for (int s = 0; s < 6; ++s) store_v(dst + s * ps, store, row[s]);
+      if constexpr (kM == 2) {
+        input_tile_f2<P>(d, c, load, store, out, ps);
+      } else {
+        input_tile_f4<P>(d, c, load, store, out, ps);
       }
     }
   }
 }
 
+// One tile's output pixels for 16 channels from channel c (tile: its M, ps: M's position stride).
 template <ConvEpilogue kEpilogue>
-SPSR_BF16_TARGET void output_transform_avx512_f4(const ChunkArgs& a, int64_t first, int64_t n, const float* m,
-                                                 float* sink) {
+SPSR_BF16_TARGET inline void output_tile_f2(const float* tile, int64_t ps, int64_t c, __mmask16 mask, __m512 bias,
+                                            __m512 scale, __m512 slope, const OutputPointers<2>& p) {
+  __m512 q[16];
+#pragma GCC unroll 16
+  for (int k = 0; k < 16; ++k) q[k] = _mm512_loadu_ps(tile + k * ps + c);  // M rows are padded
+  __m512 s8[8];  // A^T M: two rows of four
+#pragma GCC unroll 4
+  for (int s = 0; s < 4; ++s) {
+    s8[s] = _mm512_add_ps(_mm512_add_ps(q[s], q[4 + s]), q[8 + s]);
+    s8[4 + s] = _mm512_sub_ps(_mm512_sub_ps(q[4 + s], q[8 + s]), q[12 + s]);
+  }
+  const __m512 y[4] = {_mm512_add_ps(_mm512_add_ps(s8[0], s8[1]), s8[2]),
+                       _mm512_sub_ps(_mm512_sub_ps(s8[1], s8[2]), s8[3]),
+                       _mm512_add_ps(_mm512_add_ps(s8[4], s8[5]), s8[6]),
+                       _mm512_sub_ps(_mm512_sub_ps(s8[5], s8[6]), s8[7])};
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) store_epilogue<kEpilogue>(y[k], bias, scale, slope, mask, p.r1[k] + c, p.r2[k] + c, p.o[k] + c);
+}
+
+template <ConvEpilogue kEpilogue>
+SPSR_BF16_TARGET inline void output_tile_f4(const float* tile, int64_t ps, int64_t c, __mmask16 mask, __m512 bias,
+                                            __m512 scale, __m512 slope, const OutputPointers<4>& p) {
+  __m512 u[24];  // A^T M, u[6 r + s]
+#pragma GCC unroll 6
+  for (int s = 0; s < 6; ++s) {
+    __m512 column[6], transformed[4];
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; ++k) column[k] = _mm512_loadu_ps(tile + (6 * k + s) * ps + c);  // M rows are padded
+    f4_output_1d(column, transformed);
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; ++r) u[6 * r + s] = transformed[r];
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < 4; ++r) {  // (A^T M) A
+    __m512 y[4];
+    f4_output_1d(u + 6 * r, y);
+#pragma GCC unroll 4
+    for (int s = 0; s < 4; ++s) {
+      const int k = 4 * r + s;
+      store_epilogue<kEpilogue>(y[s], bias, scale, slope, mask, p.r1[k] + c, p.r2[k] + c, p.o[k] + c);
+    }
+  }
+}
+
+template <ConvEpilogue kEpilogue, int kM>
+SPSR_BF16_TARGET void output_transform_avx512(const ChunkArgs& a, int64_t first, int64_t n, const float* m,
+                                              float* sink) {
   const int64_t ps = n * a.ldm;
   const __m512 scale = _mm512_set1_ps(a.scale), slope = _mm512_set1_ps(a.slope);
   for (int64_t i = 0; i < n; ++i) {
-    const OutputPointers<4> p = output_pointers<4>(a.g, tile_at(a.g, first + i), a.out, a.res1, a.res2, sink, a.zeros);
+    const OutputPointers<kM> p =
+        output_pointers<kM>(a.g, tile_at(a.g, first + i), a.out, a.res1, a.res2, sink, a.zeros);
     const float* tile = m + i * a.ldm;
     for (int64_t c = 0; c < a.out_channels; c += 16) {
       const __mmask16 mask = lanes_below(a.out_channels - c);
-      __m512 u[24];  // A^T M, u[6 r + s]
-#pragma GCC unroll 6
-      for (int s = 0; s < 6; ++s) {
-        __m512 column[6], transformed[4];
-#pragma GCC unroll 6
-        for (int k = 0; k < 6; ++k) column[k] = _mm512_loadu_ps(tile + (6 * k + s) * ps + c);  // M rows are padded
-        f4_output_1d(column, transformed);
-#pragma GCC unroll 4
-        for (int r = 0; r < 4; ++r) u[6 * r + s] = transformed[r];
-      }
       const __m512 bias = _mm512_maskz_loadu_ps(mask, a.bias + c);
-#pragma GCC unroll 4
-      for (int r = 0; r < 4; ++r) {  // (A^T M) A
-        __m512 y[4];
-        f4_output_1d(u + 6 * r, y);
-#pragma GCC unroll 4
-        for (int s = 0; s < 4; ++s) {
-          const int k = 4 * r + s;
-          store_epilogue<kEpilogue>(y[s], bias, scale, slope, mask, p.r1[k] + c, p.r2[k] + c, p.o[k] + c);
-        }
+      if constexpr (kM == 2) {
+        output_tile_f2<kEpilogue>(tile, ps, c, mask, bias, scale, slope, p);
+      } else {
+        output_tile_f4<kEpilogue>(tile, ps, c, mask, bias, scale, slope, p);
       }
     }
   }
@@ -524,7 +527,7 @@ template <typename P, int kM>
 void input_transform(const ChunkArgs& a, int64_t first, int64_t n, typename P::Element* v) {
   const bool native = winograd_packed_native();
 #ifdef SPSR_HAVE_AVX512_BF16_TRANSFORMS
-  if (native) return kM == 2 ? input_transform_avx512<P>(a, first, n, v) : input_transform_avx512_f4<P>(a, first, n, v);
+  if (native) return input_transform_avx512<P, kM>(a, first, n, v);
 #endif
   (void)native;
   kM == 2 ? input_transform_portable<P>(a, first, n, v) : input_transform_portable_f4<P>(a, first, n, v);
@@ -534,10 +537,7 @@ template <ConvEpilogue kEpilogue, int kM>
 void output_transform(const ChunkArgs& a, int64_t first, int64_t n, const float* m, float* sink) {
   const bool native = winograd_packed_native();
 #ifdef SPSR_HAVE_AVX512_BF16_TRANSFORMS
-  if (native) {
-    return kM == 2 ? output_transform_avx512<kEpilogue>(a, first, n, m, sink)
-                   : output_transform_avx512_f4<kEpilogue>(a, first, n, m, sink);
-  }
+  if (native) return output_transform_avx512<kEpilogue, kM>(a, first, n, m, sink);
 #endif
   (void)native;
   kM == 2 ? output_transform_portable<kEpilogue>(a, first, n, m, sink)
@@ -739,6 +739,7 @@ struct DenseBlockPlan {
   at::Tensor ring;
   int64_t bands = 0, band_tiles = 0, band_v = 0, channels = 0, chunk = 0, tiles = 0;
   int64_t tile = 2;  // output tile side: the packs' (all alike)
+  int64_t positions = 16;  // (tile + 2)^2
 
   explicit DenseBlockPlan(const std::array<DenseConv, 5>& convs);
   int64_t chunks_in(int64_t band) const {
@@ -769,7 +770,7 @@ DenseBlockPlan::DenseBlockPlan(const std::array<DenseConv, 5>& convs) {
     max_columns = std::max(max_columns, bf16_packed_columns(conv.out.size(1)));
   }
   const Geometry g = geometry(batch, height, width, tile);
-  const int64_t positions = tile * tile + 4 * tile + 4;  // (tile + 2)^2
+  positions = (tile + 2) * (tile + 2);
   tiles = g.tiles();
   if (tiles == 0) return;
   zeros.assign(std::max(channels, max_columns) + 16, 0.f);  // the zero padding
@@ -805,7 +806,6 @@ void DenseBlockPlan::run(int64_t conv, int64_t band, int64_t index, std::vector<
   const int64_t first = band * band_tiles + index * chunk;
   const int64_t n = std::min(chunk, std::min(tiles, (band + 1) * band_tiles) - first);
   // within a band the tiles' V are contiguous chunk by chunk, each chunk position-major
-  const int64_t positions = tile * tile + 4 * tile + 4;
   uint16_t* v = reinterpret_cast<uint16_t*>(ring.data_ptr()) + (band % kRingBands) * band_v +
                 index * chunk * positions * channels;
   if (tile == 4) {
