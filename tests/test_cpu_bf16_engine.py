@@ -318,7 +318,8 @@ def test_fp32_engine_is_as_exact_as_the_model_against_float64(nets, name):
 @pytest.mark.parametrize("name", ["bundled", "x2-unshuffle"])
 def test_fp32_engine_blocks_are_bit_for_bit_the_model_blocks(nets, name):
     """The float32 engine's RRDBs only move the Winograd weight transforms out of the forward:
-    each gives exactly the model's RRDB (spsr_fast::dense_blocks) on the same input."""
+    each gives exactly the model's RRDB (spsr_fast::dense_blocks) on the same input, and the
+    whole trunk in one rrdb_trunk_packed call exactly the model's RRDBs one after the other."""
     net = fp32_test_net(nets, name)
     engine = cpu_engine.CpuEngine(net, bf16=False)
     engine._packs = cpu_engine.packs_of(net)
@@ -326,7 +327,38 @@ def test_fp32_engine_blocks_are_bit_for_bit_the_model_blocks(nets, name):
     x = channels_last(torch.randn(1, net.config["nf"], 20, 24))
     with torch.inference_mode():
         for i, block in enumerate(net.body):
-            assert torch.equal(engine.rrdb(f"body.{i}", block, x, bf16=False), block(x))
+            assert torch.equal(engine.rrdb(f"body.{i}", x, bf16=False), block(x))
+        assert torch.equal(engine._trunk(x, 0, len(net.body)), net.body(x))
+        assert torch.equal(engine._trunk(x, 1, len(net.body)), net.body[1:](x))
+
+
+@pytest.mark.parametrize("name", ["bundled", "x2-unshuffle"])
+def test_bf16_trunk_is_the_rrdbs_one_after_the_other(nets, name):
+    """bf16 rrdb_trunk_packed runs every dense block of the trunk in one wavefront, on shared
+    scratch: the same values as one rrdb_packed call per RRDB, bit for bit (odd sizes: 21 x 26)."""
+    net = fp32_test_net(nets, name)
+    engine = cpu_engine.CpuEngine(net, bf16=True)
+    engine._packs = cpu_engine.packs_of(net)
+    torch.manual_seed(2)
+    x = channels_last(torch.randn(1, net.config["nf"], 21, 26))
+    with torch.inference_mode():
+        one_by_one = x
+        for i in range(len(net.body)):
+            one_by_one = engine.rrdb(f"body.{i}", one_by_one, bf16=True)
+        trunk = engine._trunk(x, 0, len(net.body))
+    assert torch.equal(trunk, one_by_one)
+    assert not torch.equal(trunk, x)
+
+
+def test_trunk_errors_name_the_argument():
+    x = torch.randn(1, 8, 6, 6)
+    weights = [torch.randn(4 if k < 4 else 8, 8 + 4 * k, 3, 3) for k in range(5)]
+    packs = [torch.ops.spsr_fast.winograd_pack(w, False) for w in weights]
+    biases = [torch.zeros(w.shape[0]) for w in weights]
+    with pytest.raises(RuntimeError, match="rrdb_trunk_packed: packs must hold 15 per RRDB"):
+        torch.ops.spsr_fast.rrdb_trunk_packed(x, packs, biases, 0.2)
+    with pytest.raises(RuntimeError, match="rrdb_trunk_packed: x must be a float32 CPU tensor"):
+        torch.ops.spsr_fast.rrdb_trunk_packed(x.double(), packs * 3, biases * 3, 0.2)
 
 
 @native_bf16

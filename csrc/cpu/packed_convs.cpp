@@ -12,6 +12,7 @@
 //                                    (output_tile 4: 36 positions; bf16 only)
 //   conv3x3_packed(x, pack, bias, epilogue, scale, res1, res2, upsample) -> one 3x3 conv
 //   rrdb_packed(x, packs, biases, residual_scale, outer_residual) -> an RRDB (or a chain of RDBs)
+//   rrdb_trunk_packed(x, packs, biases, residual_scale) -> RRDBs one after the other (a trunk)
 //   conv_chain(x, packs, biases, upsample, leaky_relu, tile) -> convs one after the other, tile
 //                                    by tile of the output (the generators' upsampling tails)
 // A bf16 pack runs bf16 GEMMs (csrc/cpu/winograd_packed); a float32 pack runs the float32
@@ -145,17 +146,21 @@ at::Tensor conv3x3_packed(const at::Tensor& x, const at::Tensor& pack, const at:
 
 // bf16 dense blocks by dense_blocks_wavefront: conv k transforms only x_k, so conv5 needs no
 // x_in in the buffer; the buffer holds x1..x4 and a block's output goes straight to the next
-// block's input.
+// block's input. Every `group` blocks (an RRDB) end with the outer residual (the group's
+// input) where `outer_residual`. All blocks run in one wavefront: no join between RRDBs.
 at::Tensor dense_blocks_by_wavefront(const at::Tensor& x, at::TensorList packs, const std::vector<at::Tensor>& biases,
-                                     double residual_scale, bool outer_residual, int64_t gc, at::Tensor out) {
+                                     double residual_scale, bool outer_residual, int64_t group, int64_t gc,
+                                     at::Tensor out) {
   const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
   const auto options = x.options().memory_format(at::MemoryFormat::ChannelsLast);
   // x1..x4 of each block: blocks run one after the other, but are planned together
   const at::Tensor features = at::empty({batch, 4 * gc, height, width}, options);
-  at::Tensor spare[2];
+  // block outputs: a block reads its input and its group's input, so three spares always
+  // leave one free
+  at::Tensor spare[3];
   std::vector<std::array<DenseConv, 5>> plan(blocks);
-  at::Tensor block_input = x;
+  at::Tensor block_input = x, group_input = x;
   for (int64_t block = 0; block < blocks; ++block) {
     const int64_t first = block * kConvsPerBlock;
     std::array<DenseConv, 5>& convs = plan[block];
@@ -168,39 +173,91 @@ at::Tensor dense_blocks_by_wavefront(const at::Tensor& x, at::TensorList packs, 
         convs[k].out = features.narrow(1, k * gc, gc);
       }
     }
+    const bool group_ends = (block + 1) % group == 0;
     if (block + 1 == blocks) {
-      convs[4].epilogue = outer_residual ? residual_epilogue(residual_scale, block_input, x)
-                                         : residual_epilogue(residual_scale, block_input);
       convs[4].out = out;
     } else {
-      at::Tensor& next = spare[block % 2];
-      if (!next.defined()) next = at::empty({batch, nf, height, width}, options);
-      convs[4].epilogue = residual_epilogue(residual_scale, block_input);
-      convs[4].out = next;
+      for (at::Tensor& candidate : spare) {
+        if (candidate.is_same(block_input) || candidate.is_same(group_input)) continue;
+        if (!candidate.defined()) candidate = at::empty({batch, nf, height, width}, options);
+        convs[4].out = candidate;
+        break;
+      }
     }
+    convs[4].epilogue = outer_residual && group_ends ? residual_epilogue(residual_scale, block_input, group_input)
+                                                     : residual_epilogue(residual_scale, block_input);
     block_input = convs[4].out;
+    if (group_ends) group_input = block_input;
   }
   dense_blocks_wavefront(plan);
   return out;
 }
 
-at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases, double residual_scale,
-                       bool outer_residual) {
-  TORCH_CHECK(x.dim() == 4, "rrdb_packed: x must be 4-D (B, C, H, W), got ", x.dim(), "-D");
-  check_float_cpu(x, "rrdb_packed", "x");
-  TORCH_CHECK(!packs.empty() && packs.size() % kConvsPerBlock == 0 && biases.size() == packs.size(),
-              "rrdb_packed: packs must hold 5 per dense block and biases as many, got ", packs.size(), " and ",
-              biases.size());
-  const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
-  const int64_t gc = biases[0].size(0), blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
+// float32 dense blocks, exactly as spsr_fast::dense_blocks without keep_buffers: `buffer`
+// (nf + 4 gc channels) and `next_input` (nf) are the caller's scratch.
+void float32_dense_blocks(const at::Tensor& x, at::TensorList packs, const std::vector<at::Tensor>& biases,
+                          double residual_scale, bool outer_residual, int64_t gc, at::Tensor buffer,
+                          at::Tensor next_input, at::Tensor out) {
+  const int64_t nf = x.size(1), blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
+  copy_pixels(x, buffer.narrow(1, 0, nf));
+  at::Tensor block_input = x;  // conv1 reads a dense tensor where there is one
+  for (int64_t block = 0; block < blocks; ++block) {
+    const int64_t first = block * kConvsPerBlock;
+    for (int64_t k = 0; k < 4; ++k) {
+      const int64_t c_in = nf + k * gc;
+      block_conv_into(k == 0 ? block_input : buffer.narrow(1, 0, c_in), packs[first + k], biases[first + k],
+                      leaky_relu_epilogue(), buffer.narrow(1, c_in, gc));
+    }
+    if (block + 1 == blocks) {
+      block_conv_into(buffer, packs[first + 4], biases[first + 4],
+                      outer_residual ? residual_epilogue(residual_scale, block_input, x)
+                                     : residual_epilogue(residual_scale, block_input),
+                      out);
+    } else {
+      // conv5 reads x_in from the buffer (3x3 neighbourhoods): the block's output goes to a
+      // dense tensor first, then into the buffer.
+      block_conv_into(buffer, packs[first + 4], biases[first + 4], residual_epilogue(residual_scale, block_input),
+                      next_input);
+      copy_pixels(next_input, buffer.narrow(1, 0, nf));
+      block_input = next_input;
+    }
+  }
+}
+
+// Checks the arguments of rrdb_packed and rrdb_trunk_packed; returns gc.
+int64_t check_dense_block_args(const at::Tensor& x, at::TensorList packs, at::TensorList biases, int64_t group,
+                               const char* what) {
+  TORCH_CHECK(x.dim() == 4, what, ": x must be 4-D (B, C, H, W), got ", x.dim(), "-D");
+  check_float_cpu(x, what, "x");
+  TORCH_CHECK(!packs.empty() && packs.size() % (kConvsPerBlock * group) == 0 && biases.size() == packs.size(), what,
+              ": packs must hold ", kConvsPerBlock * group, group > 1 ? " per RRDB" : " per dense block",
+              " and biases as many, got ", packs.size(), " and ", biases.size());
+  const int64_t nf = x.size(1), gc = biases[0].size(0);
   for (size_t i = 0; i < packs.size(); ++i) {
     const int64_t k = static_cast<int64_t>(i) % kConvsPerBlock;
     const int64_t out_channels = k < 4 ? gc : nf;
-    check_float_cpu(biases[i], "rrdb_packed", "biases");
-    TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == out_channels, "rrdb_packed: biases[", i,
-                "] has shape ", biases[i].sizes(), ", expected (", out_channels, ")");
-    check_pack(packs[i], nf + k * gc, out_channels, "rrdb_packed");
+    check_float_cpu(biases[i], what, "biases");
+    TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == out_channels, what, ": biases[", i, "] has shape ",
+                biases[i].sizes(), ", expected (", out_channels, ")");
+    check_pack(packs[i], nf + k * gc, out_channels, what);
   }
+  return gc;
+}
+
+std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& t : tensors) out.push_back(t.contiguous());
+  return out;
+}
+
+bool bf16_wavefront(at::TensorList packs, int64_t nf, int64_t gc) {
+  return std::all_of(packs.begin(), packs.end(), is_bf16_pack) && nf % 2 == 0 && gc % 2 == 0;
+}
+
+at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases, double residual_scale,
+                       bool outer_residual) {
+  const int64_t gc = check_dense_block_args(x, packs, biases, 1, "rrdb_packed");
+  const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
   const auto channels_last = at::MemoryFormat::ChannelsLast;
   const at::Tensor x_cl = x.contiguous(channels_last);
   auto new_buffer = [&](int64_t channels) {
@@ -208,37 +265,46 @@ at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList
   };
   at::Tensor out = new_buffer(nf);
   if (x.numel() == 0) return out;
-  std::vector<at::Tensor> bias_c;
-  for (const at::Tensor& b : biases) bias_c.push_back(b.contiguous());
-  if (std::all_of(packs.begin(), packs.end(), is_bf16_pack) && nf % 2 == 0 && gc % 2 == 0) {
-    return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, outer_residual, gc, out);
+  const std::vector<at::Tensor> bias_c = contiguous_all(biases);
+  const int64_t blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
+  if (bf16_wavefront(packs, nf, gc)) {
+    return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, outer_residual, blocks, gc, out);
   }
-  // As spsr_fast::dense_blocks (csrc/dense_block.cpp) without keep_buffers: one shared buffer.
-  at::Tensor buffer = new_buffer(nf + 4 * gc);
-  copy_pixels(x_cl, buffer.narrow(1, 0, nf));
-  at::Tensor block_input = x_cl;  // conv1 reads a dense tensor where there is one
-  at::Tensor next_input;
-  for (int64_t block = 0; block < blocks; ++block) {
-    const int64_t first = block * kConvsPerBlock;
-    for (int64_t k = 0; k < 4; ++k) {
-      const int64_t c_in = nf + k * gc;
-      block_conv_into(k == 0 ? block_input : buffer.narrow(1, 0, c_in), packs[first + k], bias_c[first + k],
-                leaky_relu_epilogue(), buffer.narrow(1, c_in, gc));
-    }
-    if (block + 1 == blocks) {
-      block_conv_into(buffer, packs[first + 4], bias_c[first + 4],
-                outer_residual ? residual_epilogue(residual_scale, block_input, x_cl)
-                               : residual_epilogue(residual_scale, block_input),
-                out);
-    } else {
-      // conv5 reads x_in from the buffer (3x3 neighbourhoods): the block's output goes to a
-      // dense tensor first, then into the buffer.
-      if (!next_input.defined()) next_input = new_buffer(nf);
-      block_conv_into(buffer, packs[first + 4], bias_c[first + 4], residual_epilogue(residual_scale, block_input),
-                next_input);
-      copy_pixels(next_input, buffer.narrow(1, 0, nf));
-      block_input = next_input;
-    }
+  float32_dense_blocks(x_cl, packs, bias_c, residual_scale, outer_residual, gc, new_buffer(nf + 4 * gc),
+                       blocks > 1 ? new_buffer(nf) : at::Tensor(), out);
+  return out;
+}
+
+// RRDBs one after the other (15 packs each), each what rrdb_packed(outer_residual=true) gives
+// (float32 packs: bit for bit), with the scratch allocated once per call rather than per RRDB
+// (fresh scratch per RRDB page-faulted up to half of a bf16 forward's time in) and, for bf16
+// packs, every dense block in one wavefront.
+at::Tensor rrdb_trunk_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases,
+                             double residual_scale) {
+  constexpr int64_t kBlocksPerRrdb = 3;
+  const int64_t gc = check_dense_block_args(x, packs, biases, kBlocksPerRrdb, "rrdb_trunk_packed");
+  const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
+  const auto channels_last = at::MemoryFormat::ChannelsLast;
+  const at::Tensor x_cl = x.contiguous(channels_last);
+  auto new_buffer = [&](int64_t channels) {
+    return at::empty({batch, channels, height, width}, x.options().memory_format(channels_last));
+  };
+  at::Tensor out = new_buffer(nf);
+  if (x.numel() == 0) return out;
+  const std::vector<at::Tensor> bias_c = contiguous_all(biases);
+  if (bf16_wavefront(packs, nf, gc)) {
+    return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, true, kBlocksPerRrdb, gc, out);
+  }
+  const int64_t per_rrdb = kConvsPerBlock * kBlocksPerRrdb, rrdbs = static_cast<int64_t>(packs.size()) / per_rrdb;
+  const at::Tensor buffer = new_buffer(nf + 4 * gc), next_input = new_buffer(nf);
+  at::Tensor spare[2], input = x_cl;
+  for (int64_t r = 0; r < rrdbs; ++r) {
+    at::Tensor& output = r + 1 == rrdbs ? out : spare[r % 2];
+    if (!output.defined()) output = new_buffer(nf);
+    float32_dense_blocks(input, packs.slice(r * per_rrdb, per_rrdb),
+                         std::vector<at::Tensor>(bias_c.begin() + r * per_rrdb, bias_c.begin() + (r + 1) * per_rrdb),
+                         residual_scale, true, gc, buffer, next_input, output);
+    input = output;
   }
   return out;
 }
@@ -266,6 +332,7 @@ TORCH_LIBRARY_FRAGMENT(spsr_fast, m) {
       "conv3x3_packed(Tensor x, Tensor pack, Tensor bias, str epilogue, float scale, Tensor? res1, "
       "Tensor? res2, bool upsample) -> Tensor");
   m.def("rrdb_packed(Tensor x, Tensor[] packs, Tensor[] biases, float residual_scale, bool outer_residual) -> Tensor");
+  m.def("rrdb_trunk_packed(Tensor x, Tensor[] packs, Tensor[] biases, float residual_scale) -> Tensor");
   m.def("conv_chain(Tensor x, Tensor[] packs, Tensor[] biases, bool[] upsample, bool[] leaky_relu, int tile) -> Tensor");
 }
 
@@ -273,6 +340,7 @@ TORCH_LIBRARY_IMPL(spsr_fast, CPU, m) {
   m.impl("winograd_pack", &winograd_pack);
   m.impl("conv3x3_packed", &conv3x3_packed);
   m.impl("rrdb_packed", &rrdb_packed);
+  m.impl("rrdb_trunk_packed", &rrdb_trunk_packed);
   m.impl("conv_chain", &conv_chain_packed);
 }
 

@@ -729,14 +729,16 @@ namespace {
 // b - kRingBands, which conv 5 must be done with. Anything else may run in any order.
 constexpr int64_t kRingBands = 9;
 
-// One dense block made ready to run: the convs' arguments, the ring of V bands, the chunks of
-// tiles of each band.
+// One dense block made ready to run: the convs' arguments, the chunks of tiles of each band,
+// and where its ring of V bands lies (`ring_size` elements, lent by the caller: the blocks run
+// one after another, so they share one ring).
 struct DenseBlockPlan {
   std::array<ChunkArgs, 5> args;
   std::array<ConvEpilogue, 5> kinds;
   std::array<at::Tensor, 5> biases;
   std::vector<float> zeros;
-  at::Tensor ring;
+  uint16_t* ring = nullptr;
+  int64_t ring_size = 0;
   int64_t bands = 0, band_tiles = 0, band_v = 0, channels = 0, chunk = 0, tiles = 0;
   int64_t tile = 2;  // output tile side: the packs' (all alike)
   int64_t positions = 16;  // (tile + 2)^2
@@ -798,7 +800,7 @@ DenseBlockPlan::DenseBlockPlan(const std::array<DenseConv, 5>& convs) {
   band_tiles = band_rows * g.tiles_w;
   chunk = std::min(chunk_tiles(channels * int64_t(sizeof(uint16_t)), max_columns, positions), band_tiles);
   band_v = positions * band_tiles * channels;
-  ring = at::empty({std::min(bands, kRingBands) * band_v}, at::kBFloat16);
+  ring_size = std::min(bands, kRingBands) * band_v;
 }
 
 void DenseBlockPlan::run(int64_t conv, int64_t band, int64_t index, std::vector<float>& m,
@@ -806,7 +808,7 @@ void DenseBlockPlan::run(int64_t conv, int64_t band, int64_t index, std::vector<
   const int64_t first = band * band_tiles + index * chunk;
   const int64_t n = std::min(chunk, std::min(tiles, (band + 1) * band_tiles) - first);
   // within a band the tiles' V are contiguous chunk by chunk, each chunk position-major
-  uint16_t* v = reinterpret_cast<uint16_t*>(ring.data_ptr()) + (band % kRingBands) * band_v +
+  uint16_t* v = ring + (band % kRingBands) * band_v +
                 index * chunk * positions * channels;
   if (tile == 4) {
     run_tiles<Bf16Products, 4>(args[conv], kinds[conv], first, n, v, m, sink);
@@ -918,7 +920,16 @@ class WavefrontScheduler {
 
 void dense_blocks_wavefront(const std::vector<std::array<DenseConv, 5>>& blocks) {
   std::vector<std::unique_ptr<DenseBlockPlan>> plans;
-  for (const auto& convs : blocks) plans.push_back(std::make_unique<DenseBlockPlan>(convs));
+  int64_t ring_size = 0;
+  for (const auto& convs : blocks) {
+    plans.push_back(std::make_unique<DenseBlockPlan>(convs));
+    ring_size = std::max(ring_size, plans.back()->ring_size);
+  }
+  // Kept between calls: a fresh ring per call came from mmap whenever glibc's threshold said
+  // so, and faulting its pages in took up to half of a bf16 forward (nf64 at 64x64: 80 -> 150 ms).
+  thread_local std::vector<uint16_t> ring;
+  if (static_cast<int64_t>(ring.size()) < ring_size) ring.resize(ring_size);
+  for (auto& plan : plans) plan->ring = ring.data();
   WavefrontScheduler scheduler(plans);
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) { scheduler.work(); });
 }

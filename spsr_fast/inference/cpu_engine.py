@@ -4,7 +4,8 @@ products where the CPU has them (docs/ARCHITECTURE.md 5).
 Two modes, both inference only (no autograd):
 
 - float32 (`bf16=False`): the generator's forward written out below, every RRDB run by
-  spsr_fast::rrdb_packed on Winograd weights transformed once per model (where
+  spsr_fast::rrdb_packed (the trunk's: spsr_fast::rrdb_trunk_packed, all in one call) on
+  Winograd weights transformed once per model (where
   spsr_fast::dense_blocks transforms, and first copies, all of them on every call: the RRDBs are
   bit for bit the model's), the high-resolution tail by spsr_fast::conv_chain with float32
   GEMMs, the other 3x3 convs of at least 8 channels by spsr_fast::conv3x3_packed with float32
@@ -202,16 +203,31 @@ class CpuEngine:
 
     # -- building blocks --
 
-    def rrdb(self, name: str, rrdb: nn.Module, x: torch.Tensor, bf16: bool) -> torch.Tensor:
-        packs, biases = self._packs.get(name, bf16, lambda: _pack_rrdb(rrdb, bf16))
+    def _rrdb_packs(self, name: str, bf16: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        return self._packs.get(name, bf16, lambda: _pack_rrdb(self.model.get_submodule(name), bf16))
+
+    def rrdb(self, name: str, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+        packs, biases = self._rrdb_packs(name, bf16)
         return torch.ops.spsr_fast.rrdb_packed(x.float(), packs, biases, RESIDUAL_SCALE, True)
+
+    def _trunk(self, x: torch.Tensor, first: int, stop: int) -> torch.Tensor:
+        """RRDBs body.first .. body.(stop - 1) in one spsr_fast::rrdb_trunk_packed call: scratch
+        allocated once for all of them, and in bf16 one wavefront through every dense block."""
+        if stop <= first:
+            return x
+        packs, biases = [], []
+        for i in range(first, stop):
+            p, b = self._rrdb_packs(f"body.{i}", self.bf16)
+            packs += p
+            biases += b
+        return torch.ops.spsr_fast.rrdb_trunk_packed(x.float(), packs, biases, RESIDUAL_SCALE)
 
     def _in_image_path(self, name: str) -> bool:
         return name.split(".")[0] in self.image_path
 
     def _block(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """The RRDB `name` (body.3, grad_blocks.0, fusion_block), with bf16 GEMMs in bf16 mode."""
-        return self.rrdb(name, self.model.get_submodule(name), x, bf16=self.bf16)
+        return self.rrdb(name, x, bf16=self.bf16)
 
     def _bf16_gemms(self, name: str, conv: nn.Module) -> bool:
         """Whether conv `name` multiplies bf16 factors: in bf16 mode, off the image path under
@@ -270,9 +286,7 @@ class CpuEngine:
         if net.unshuffle > 1:
             x = F.pixel_unshuffle(x, net.unshuffle)
         feat = self._conv("conv_first", x)
-        body = feat
-        for i in range(len(net.body)):
-            body = self._block(f"body.{i}", body)
+        body = self._trunk(feat, 0, len(net.body))
         feat = self._conv("conv_body", body, "residual", residual=feat)
         return self._upsampling_tail("conv_up", feat, [("conv_hr", False, True), ("conv_last", False, False)])
 
@@ -284,8 +298,7 @@ class CpuEngine:
         feat = self._conv("conv_first", x)
         body, tapped, done = feat, [], 0
         for tap in (*net.taps, len(net.body)):
-            for i in range(done, tap):
-                body = self._block(f"body.{i}", body)
+            body = self._trunk(body, done, tap)
             tapped.append(body)
             done = tap
         sr_feat = self._conv("conv_body", body, "residual", residual=feat)
