@@ -145,31 +145,30 @@ def test_bf16_rrdb_against_float64_on_white_noise(output_tile):
 
 def test_output_tile_errors_name_the_argument():
     weight = torch.randn(16, 16, 3, 3)
-    with pytest.raises(RuntimeError, match="output_tile must be 2, or 4 with bf16"):
-        torch.ops.spsr_fast.winograd_pack(weight, False, 4)
-    with pytest.raises(RuntimeError, match="output_tile must be 2, or 4 with bf16"):
+    with pytest.raises(RuntimeError, match="output_tile must be 2 or 4"):
         torch.ops.spsr_fast.winograd_pack(weight, True, 3)
     x = channels_last(torch.randn(1, 16, 8, 8))
-    f4 = torch.ops.spsr_fast.winograd_pack(weight, True, 4)
-    with pytest.raises(RuntimeError, match="do not read through the upsampling"):
-        torch.ops.spsr_fast.conv3x3_packed(x, f4, torch.zeros(16), "bias", 1.0, None, None, True)
-    with pytest.raises(RuntimeError, match="conv_chain: bf16 packs must be for 2x2 output tiles"):
-        torch.ops.spsr_fast.conv_chain(x, [f4], [torch.zeros(16)], [False], [False], 8)
     nf, gc = 16, 8
     weights = [torch.randn(gc if k < 4 else nf, nf + k * gc, 3, 3) for k in range(5)]
+    biases = [torch.zeros(w.shape[0]) for w in weights]
     mixed = [torch.ops.spsr_fast.winograd_pack(w, True, 4 if k else 2) for k, w in enumerate(weights)]
     with pytest.raises(RuntimeError, match="must be for one output tile"):
-        torch.ops.spsr_fast.rrdb_packed(x, mixed, [torch.zeros(w.shape[0]) for w in weights], 0.2, True)
+        torch.ops.spsr_fast.rrdb_packed(x, mixed, biases, 0.2, True)
+    float32_f4 = [torch.ops.spsr_fast.winograd_pack(w, False, 4) for w in weights]
+    with pytest.raises(RuntimeError, match="float32 packs of dense blocks must be for 2x2 output tiles"):
+        torch.ops.spsr_fast.rrdb_packed(x, float32_f4, biases, 0.2, True)
 
 
+@pytest.mark.parametrize("output_tile", [2, 4], ids=["F2", "F4"])
 @pytest.mark.parametrize("bf16", [True, False], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("shape", [(1, 32, 20, 17, 16), (2, 16, 9, 13, 8), (1, 24, 12, 12, 64)],
                          ids=["tiles", "batch-odd", "one-tile"])
-def test_conv_chain_against_float64(bf16, shape):
+def test_conv_chain_against_float64(bf16, shape, output_tile):
     """conv_chain (an upsampling tail computed tile by tile with recomputed borders) against
     float64 and against the same packed convs one by one over the whole image: tile borders,
-    odd sizes, batches and a tile larger than the image. Bound: twice the error of torch's own
-    convolutions in the same dtype (bf16: every intermediate image rounded to bf16)."""
+    odd sizes, batches and a tile larger than the image, in F(2x2) and F(4x4) (read through
+    the upsampling too). Bound: twice the error of torch's own convolutions in the same dtype
+    (bf16: every intermediate image rounded to bf16)."""
     batch, channels, h, w, tile = shape
     g = torch.Generator().manual_seed(1)
     widths = [channels, channels, channels, channels, 3]
@@ -177,7 +176,7 @@ def test_conv_chain_against_float64(bf16, shape):
     biases = [torch.randn(widths[i + 1], generator=g) * 0.1 for i in range(4)]
     upsample, leaky = [True, True, False, False], [True, True, True, False]
     x = channels_last(torch.randn(batch, channels, h, w, generator=g))
-    packs = [torch.ops.spsr_fast.winograd_pack(weight, bf16 and i < 3) for i, weight in enumerate(weights)]
+    packs = [torch.ops.spsr_fast.winograd_pack(weight, bf16 and i < 3, output_tile) for i, weight in enumerate(weights)]
     out = torch.ops.spsr_fast.conv_chain(x, packs, biases, upsample, leaky, tile)
     assert out.shape == (batch, 3, 4 * h, 4 * w)
 
@@ -195,7 +194,12 @@ def test_conv_chain_against_float64(bf16, shape):
                                                         None, None, up)
     error = (out.double() - exact).abs().max().item()
     reference_error = (chain(torch.bfloat16 if bf16 else torch.float32) - exact).abs().max().item()
-    assert error <= 2 * reference_error, (error, reference_error)
+    # F(4x4) on white noise, worst pixel (measured): float32 2.3-2.5x torch's float32 convs, still
+    # under 1e-5 of the output's range; bf16 4.5-4.8x (the engine's bf16 tails stay F(2x2))
+    factor = 2 if output_tile == 2 else 6 if bf16 else 3
+    assert error <= factor * reference_error, (error, reference_error)
+    if not bf16:
+        assert error <= 1e-5 * exact.abs().max().item()
     assert (out.double() - one_by_one.double()).abs().max() <= 2 * (one_by_one.double() - exact).abs().max() + 1e-6
 
 

@@ -6,10 +6,11 @@
 // nb 23 RRDBNet, paid again per tile. Here the engine packs each weight once
 // (winograd_pack), keeps the packs per model, and passes them in:
 //   winograd_pack(weight, bf16, output_tile=2)
-//                                 -> float32 (16, C_in, C_out) U of csrc/cpu/winograd_conv3x3,
-//                                    or the bf16 pack of csrc/cpu/winograd_packed for
-//                                    F(2x2, 3x3) (output_tile 2: 16 positions) or F(4x4, 3x3)
-//                                    (output_tile 4: 36 positions; bf16 only)
+//                                 -> float32 U, (16, C_in, C_out) of csrc/cpu/winograd_conv3x3
+//                                    for F(2x2, 3x3) or (36, C_in, C_out) for F(4x4, 3x3)
+//                                    (output_tile 4: conv_chain only), or the bf16 pack of
+//                                    csrc/cpu/winograd_packed for F(2x2, 3x3) (output_tile 2: 16
+//                                    positions) or F(4x4, 3x3) (output_tile 4: 36 positions)
 //   conv3x3_packed(x, pack, bias, epilogue, scale, res1, res2, upsample) -> one 3x3 conv
 //   rrdb_packed(x, packs, biases, residual_scale, outer_residual) -> an RRDB (or a chain of RDBs)
 //   rrdb_trunk_packed(x, packs, biases, residual_scale) -> RRDBs one after the other (a trunk)
@@ -38,13 +39,12 @@ namespace {
 
 constexpr int64_t kConvsPerBlock = 5;
 constexpr int64_t kPositions = 16;     // F(2x2, 3x3)
-constexpr int64_t kPositionsF4 = 36;   // F(4x4, 3x3), bf16 packs only
+constexpr int64_t kPositionsF4 = 36;   // F(4x4, 3x3)
 
 bool is_bf16_pack(const at::Tensor& pack) { return pack.scalar_type() == at::kBFloat16; }
 
 void check_pack(const at::Tensor& pack, int64_t in_channels, int64_t out_channels, const char* what) {
-  TORCH_CHECK(pack.device().is_cpu() && pack.dim() >= 3 &&
-                  (pack.size(0) == kPositions || (is_bf16_pack(pack) && pack.size(0) == kPositionsF4)),
+  TORCH_CHECK(pack.device().is_cpu() && pack.dim() >= 3 && (pack.size(0) == kPositions || pack.size(0) == kPositionsF4),
               what, ": not a Winograd pack (from spsr_fast::winograd_pack): shape ", pack.sizes());
   if (is_bf16_pack(pack)) {
     TORCH_CHECK(pack.dim() == 4 && pack.size(1) == (in_channels + 1) / 2 &&
@@ -102,10 +102,9 @@ at::Tensor winograd_pack(const at::Tensor& weight, bool bf16, int64_t output_til
               "winograd_pack: weight must be a floating-point CPU tensor");
   // contiguous here, once: the float32 transform would copy a channels_last weight itself
   const at::Tensor w = weight.to(at::kFloat).contiguous();
-  TORCH_CHECK(output_tile == 2 || (bf16 && output_tile == 4),
-              "winograd_pack: output_tile must be 2, or 4 with bf16 (F(4x4, 3x3) has bf16 GEMMs only), got ",
-              output_tile, bf16 ? " with bf16" : " with float32");
-  return bf16 ? winograd_bf16_pack_weight(w, output_tile) : winograd_weight_transform(w);
+  TORCH_CHECK(output_tile == 2 || output_tile == 4, "winograd_pack: output_tile must be 2 or 4, got ", output_tile);
+  if (bf16) return winograd_bf16_pack_weight(w, output_tile);
+  return output_tile == 2 ? winograd_weight_transform(w) : winograd4_weight_transform(w);
 }
 
 // epilogue: "bias", "lrelu" (bias + LeakyReLU 0.2), "residual" (res1 + scale * (conv + bias)),
@@ -240,6 +239,9 @@ int64_t check_dense_block_args(const at::Tensor& x, at::TensorList packs, at::Te
     TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == out_channels, what, ": biases[", i, "] has shape ",
                 biases[i].sizes(), ", expected (", out_channels, ")");
     check_pack(packs[i], nf + k * gc, out_channels, what);
+    // float32 dense blocks run csrc/cpu/winograd_conv3x3 (bit for bit the model's): F(2x2) only
+    TORCH_CHECK(is_bf16_pack(packs[i]) || packs[i].size(0) == kPositions, what,
+                ": float32 packs of dense blocks must be for 2x2 output tiles (16 positions), got ", packs[i].sizes());
   }
   return gc;
 }

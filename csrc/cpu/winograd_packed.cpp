@@ -6,7 +6,7 @@
 //   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   V = B^T d B   (d: 4x4 input tile)
 //   G   = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]        U = G g G^T   (g: 3x3 weight)
 //   A^T = [1 1 1 0; 0 1 -1 -1]                       Y = A^T M A,  M = V (.) U per position
-// F(4x4, 3x3) (bf16 only, no upsampling read-in; 36 products per 16 outputs instead of 64) on
+// F(4x4, 3x3) (36 products per 16 outputs instead of 64; bf16 or float32 factors) on
 // the points 0, 1, -1, 1/2, -2 and infinity, which keep the transforms' coefficients small: with
 // bf16 factors its error on features of photographs is about torch's bf16 convolution's on
 // average (at most 1.2x measured) and up to 2.2x at the worst pixel (the usual points 0, +-1,
@@ -17,7 +17,8 @@
 // run in float32. So a bf16 output differs from the float32 convolution only by the two bf16
 // roundings of the products' factors (relative 2^-9 each), not by rounding any activation.
 // The float32 variant runs the float32 kernel's GEMM (small_gemm.h) on the same transforms,
-// with the upsampling read in.
+// with the upsampling read in; in F(4x4) its error against float64 is a few times F(2x2)'s,
+// still below torch's float32 convolution's (measured in tests/test_cpu_bf16_engine.py).
 //
 // Work is split like the float32 kernel: chunks of tiles sized so a chunk's V and M stay in
 // the core's L2; threads take whole chunks. The transforms run 16 channels per AVX-512 vector
@@ -669,8 +670,6 @@ bool winograd_packed_native() {
   return native;
 }
 
-namespace {
-
 // U = G g G^T for F(4x4, 3x3) in float64, (36, C_in, C_out) float32.
 at::Tensor winograd4_weight_transform(const at::Tensor& weight) {
   const int64_t out_channels = weight.size(0), in_channels = weight.size(1);
@@ -696,8 +695,6 @@ at::Tensor winograd4_weight_transform(const at::Tensor& weight) {
   }
   return u;
 }
-
-}  // namespace
 
 at::Tensor winograd_bf16_pack_weight(const at::Tensor& weight, int64_t output_tile) {
   TORCH_CHECK(weight.dim() == 4 && weight.size(2) == 3 && weight.size(3) == 3,
@@ -945,6 +942,7 @@ struct Region {  // rows [y0, y1) x columns [x0, x1)
 struct ChainStage {
   int64_t in_channels, out_channels, height, width;  // height x width: the conv's output
   bool bf16;
+  int64_t output_tile;  // the Winograd tile of its pack: 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3))
 };
 
 // V scratch of the calling thread for conv_chain's serial convs.
@@ -957,13 +955,14 @@ typename P::Element* chain_scratch(int64_t size) {
 
 // One conv of a chain tile on the calling thread: out (a region of the stage's output grid)
 // from `in`.
-template <typename P>
+template <typename P, int kM>
 void chain_conv(const ChainConv& conv, const ChainStage& stage, const Source& in, const Region& region,
                 const Pixels& out, const float* zeros, std::vector<float>& m, std::vector<float>& sink) {
+  constexpr int64_t positions = kPositionsOf<kM>;
   ChunkArgs a;
   a.in = in;
   a.out = a.res1 = a.res2 = out;
-  a.g = geometry(1, region.height(), region.width(), 2);
+  a.g = geometry(1, region.height(), region.width(), kM);
   a.in_channels = stage.in_channels;
   a.v_columns = a.v_row = a.depth = P::row(stage.in_channels);
   a.v_offset = 0;
@@ -976,10 +975,21 @@ void chain_conv(const ChainConv& conv, const ChainStage& stage, const Source& in
   a.slope = 0.2f;
   a.zeros = zeros;
   const ConvEpilogue kind = conv.leaky_relu ? ConvEpilogue::kBiasLeakyRelu : ConvEpilogue::kBias;
-  const int64_t chunk = std::min(chunk_tiles(a.v_row * int64_t(sizeof(typename P::Element)), a.ldm), a.g.tiles());
-  typename P::Element* v = chain_scratch<P>(kPositions * chunk * a.v_row);
+  const int64_t chunk =
+      std::min(chunk_tiles(a.v_row * int64_t(sizeof(typename P::Element)), a.ldm, positions), a.g.tiles());
+  typename P::Element* v = chain_scratch<P>(positions * chunk * a.v_row);
   for (int64_t first = 0; first < a.g.tiles(); first += chunk) {
-    run_tiles<P>(a, kind, first, std::min(chunk, a.g.tiles() - first), v, m, sink);
+    run_tiles<P, kM>(a, kind, first, std::min(chunk, a.g.tiles() - first), v, m, sink);
+  }
+}
+
+template <typename P>
+void chain_conv(const ChainConv& conv, const ChainStage& stage, const Source& in, const Region& region,
+                const Pixels& out, const float* zeros, std::vector<float>& m, std::vector<float>& sink) {
+  if (stage.output_tile == 4) {
+    chain_conv<P, 4>(conv, stage, in, region, out, zeros, m, sink);
+  } else {
+    chain_conv<P, 2>(conv, stage, in, region, out, zeros, m, sink);
   }
 }
 
@@ -997,21 +1007,23 @@ at::Tensor conv_chain(const at::Tensor& x, const std::vector<ChainConv>& convs, 
                 "conv_chain: each bias must be contiguous float32 (C_out)");
     const int64_t out_channels = conv.bias.size(0);
     const bool bf16 = conv.pack.scalar_type() == at::kBFloat16;
+    int64_t output_tile = 2;
     if (bf16) {
       check_bf16_pack(conv.pack, Bf16Products::row(channels), out_channels);
-      TORCH_CHECK(bf16_pack_tile(conv.pack) == 2, "conv_chain: bf16 packs must be for 2x2 output tiles (16 positions), "
-                  "got ", conv.pack.sizes());
+      output_tile = bf16_pack_tile(conv.pack);
     } else {
+      output_tile = conv.pack.dim() == 3 && conv.pack.size(0) == kPositionsOf<4> ? 4 : 2;
+      const int64_t positions = output_tile == 4 ? kPositionsOf<4> : kPositionsOf<2>;
       TORCH_CHECK(conv.pack.scalar_type() == at::kFloat && conv.pack.is_contiguous() &&
-                      conv.pack.sizes() == at::IntArrayRef({kPositions, channels, out_channels}),
-                  "conv_chain: a float32 pack must be contiguous (16, ", channels, ", ", out_channels, "), got ",
+                      conv.pack.sizes() == at::IntArrayRef({positions, channels, out_channels}),
+                  "conv_chain: a float32 pack must be contiguous (16 or 36, ", channels, ", ", out_channels, "), got ",
                   conv.pack.sizes());
     }
     if (conv.upsample) {
       height *= 2;
       width *= 2;
     }
-    stages.push_back({channels, out_channels, height, width, bf16});
+    stages.push_back({channels, out_channels, height, width, bf16, output_tile});
     channels = out_channels;
     widest = std::max(widest, bf16_packed_columns(out_channels));
   }
@@ -1087,15 +1099,15 @@ void winograd_packed_conv3x3_into(const at::Tensor& input, bool upsample, const 
   } else {
     a.v_row = a.v_columns = a.depth = Fp32Products::row(in_channels);
     a.ldu = out_channels;
+    const int64_t positions = packed_weight.dim() == 3 ? packed_weight.size(0) : 0;
     TORCH_CHECK(packed_weight.scalar_type() == at::kFloat && packed_weight.is_contiguous() &&
-                    packed_weight.sizes() == at::IntArrayRef({kPositions, in_channels, out_channels}),
-                "winograd_packed: the float32 pack must be contiguous (16, ", in_channels, ", ", out_channels,
+                    (positions == kPositionsOf<2> || positions == kPositionsOf<4>) &&
+                    packed_weight.sizes() == at::IntArrayRef({positions, in_channels, out_channels}),
+                "winograd_packed: the float32 pack must be contiguous (16 or 36, ", in_channels, ", ", out_channels,
                 ") for ", in_channels, " -> ", out_channels, " channels, got ", packed_weight.sizes(), " ",
                 packed_weight.scalar_type());
   }
-  const int64_t tile = bf16 ? bf16_pack_tile(packed_weight) : 2;
-  TORCH_CHECK(!(upsample && tile == 4), "winograd_packed: F(4x4, 3x3) packs (output_tile 4) do not read through "
-              "the upsampling: pack with output_tile 2 for upsampling convs");
+  const int64_t tile = bf16 ? bf16_pack_tile(packed_weight) : packed_weight.size(0) == kPositionsOf<4> ? 4 : 2;
   const Geometry g = geometry(out.size(0), out.size(2), out.size(3), tile);
   const std::vector<float> zeros(std::max(a.v_row, a.ldm) + 16, 0.f);  // the zero padding
   a.in = source_of(input, static_cast<int>(shift));
@@ -1107,6 +1119,8 @@ void winograd_packed_conv3x3_into(const at::Tensor& input, bool upsample, const 
     run_chunks<Bf16Products, 4>(a, epilogue.kind);
   } else if (bf16) {
     run_chunks<Bf16Products, 2>(a, epilogue.kind);
+  } else if (tile == 4) {
+    run_chunks<Fp32Products, 4>(a, epilogue.kind);
   } else {
     run_chunks<Fp32Products, 2>(a, epilogue.kind);
   }

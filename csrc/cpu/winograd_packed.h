@@ -24,6 +24,10 @@ namespace spsr_fast {
 // The pack's P tells the kernels which transform to run.
 at::Tensor winograd_bf16_pack_weight(const at::Tensor& weight, int64_t output_tile = 2);
 
+// U = G g G^T of F(4x4, 3x3), computed in float64: (36, C_in, C_out) float32, the pack of
+// conv_chain's float32 F(4x4) convs.
+at::Tensor winograd4_weight_transform(const at::Tensor& weight);
+
 // out = epilogue(conv3x3(up(input), weight) + bias), up = nearest x2 when `upsample`, else
 // the identity. `packed_weight`: winograd_bf16_pack_weight's (bf16 GEMMs) or
 // winograd_weight_transform's (float32 GEMMs, csrc/cpu/winograd_conv3x3.h). input/out/res:
