@@ -143,7 +143,7 @@ at::Tensor conv3x3_packed(const at::Tensor& x, const at::Tensor& pack, const at:
   return out;
 }
 
-// bf16 dense blocks by dense_blocks_wavefront: conv k transforms only x_k, so conv5 needs no
+// Dense blocks by dense_blocks_wavefront: conv k transforms only x_k, so conv5 needs no
 // x_in in the buffer; the buffer holds x1..x4 and a block's output goes straight to the next
 // block's input. Every `group` blocks (an RRDB) end with the outer residual (the group's
 // input) where `outer_residual`. All blocks run in one wavefront: no join between RRDBs.
@@ -252,8 +252,13 @@ std::vector<at::Tensor> contiguous_all(at::TensorList tensors) {
   return out;
 }
 
-bool bf16_wavefront(at::TensorList packs, int64_t nf, int64_t gc) {
-  return std::all_of(packs.begin(), packs.end(), is_bf16_pack) && nf % 2 == 0 && gc % 2 == 0;
+// Whether the dense blocks run as dense_blocks_wavefront: bf16 packs (even channel counts), and
+// float32 packs where its AVX-512 transforms run (there it computes what
+// csrc/cpu/winograd_conv3x3 does, bit for bit; the portable transforms would be slower than
+// that kernel's vectorised loops).
+bool by_wavefront(at::TensorList packs, int64_t nf, int64_t gc) {
+  if (std::all_of(packs.begin(), packs.end(), is_bf16_pack)) return nf % 2 == 0 && gc % 2 == 0;
+  return std::none_of(packs.begin(), packs.end(), is_bf16_pack) && winograd_packed_native();
 }
 
 at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases, double residual_scale,
@@ -269,7 +274,7 @@ at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList
   if (x.numel() == 0) return out;
   const std::vector<at::Tensor> bias_c = contiguous_all(biases);
   const int64_t blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
-  if (bf16_wavefront(packs, nf, gc)) {
+  if (by_wavefront(packs, nf, gc)) {
     return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, outer_residual, blocks, gc, out);
   }
   float32_dense_blocks(x_cl, packs, bias_c, residual_scale, outer_residual, gc, new_buffer(nf + 4 * gc),
@@ -294,7 +299,7 @@ at::Tensor rrdb_trunk_packed(const at::Tensor& x, at::TensorList packs, at::Tens
   at::Tensor out = new_buffer(nf);
   if (x.numel() == 0) return out;
   const std::vector<at::Tensor> bias_c = contiguous_all(biases);
-  if (bf16_wavefront(packs, nf, gc)) {
+  if (by_wavefront(packs, nf, gc)) {
     return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, true, kBlocksPerRrdb, gc, out);
   }
   const int64_t per_rrdb = kConvsPerBlock * kBlocksPerRrdb, rrdbs = static_cast<int64_t>(packs.size()) / per_rrdb;

@@ -623,8 +623,17 @@ Pixels pixels_of(const at::Tensor& t) {
   return {t.data_ptr<float>(), t.stride(0), t.stride(2), t.stride(3)};
 }
 
-// The output tile a bf16 pack is for: 2 (16 positions) or 4 (36 positions).
-int64_t bf16_pack_tile(const at::Tensor& pack) { return pack.dim() > 0 && pack.size(0) == kPositionsOf<4> ? 4 : 2; }
+// The output tile a pack (bf16 or float32) is for: 2 (16 positions) or 4 (36 positions).
+int64_t pack_tile(const at::Tensor& pack) { return pack.dim() > 0 && pack.size(0) == kPositionsOf<4> ? 4 : 2; }
+
+void check_float_pack(const at::Tensor& pack, int64_t depth, int64_t out_channels) {
+  const int64_t positions = pack.dim() == 3 ? pack.size(0) : 0;
+  TORCH_CHECK(pack.scalar_type() == at::kFloat && pack.is_contiguous() &&
+                  (positions == kPositionsOf<2> || positions == kPositionsOf<4>) &&
+                  pack.sizes() == at::IntArrayRef({positions, depth, out_channels}),
+              "winograd_packed: the float32 pack must be contiguous (16 or 36, ", depth, ", ", out_channels, ") for ",
+              depth, " -> ", out_channels, " channels, got ", pack.sizes(), " ", pack.scalar_type());
+}
 
 void check_bf16_pack(const at::Tensor& pack, int64_t depth, int64_t out_channels) {
   const int64_t columns = bf16_packed_columns(out_channels), positions = pack.dim() > 0 ? pack.size(0) : 0;
@@ -727,16 +736,17 @@ namespace {
 constexpr int64_t kRingBands = 9;
 
 // One dense block made ready to run: the convs' arguments, the chunks of tiles of each band,
-// and where its ring of V bands lies (`ring_size` elements, lent by the caller: the blocks run
-// one after another, so they share one ring).
+// and where its ring of V bands lies (`ring_bytes`, lent by the caller: the blocks run one
+// after another, so they share one ring).
 struct DenseBlockPlan {
   std::array<ChunkArgs, 5> args;
   std::array<ConvEpilogue, 5> kinds;
   std::array<at::Tensor, 5> biases;
   std::vector<float> zeros;
-  uint16_t* ring = nullptr;
-  int64_t ring_size = 0;
-  int64_t bands = 0, band_tiles = 0, band_v = 0, channels = 0, chunk = 0, tiles = 0;
+  unsigned char* ring = nullptr;
+  int64_t ring_bytes = 0;
+  int64_t bands = 0, band_tiles = 0, band_v = 0, channels = 0, chunk = 0, tiles = 0;  // band_v: V elements
+  bool bf16 = true;  // the packs' GEMM precision (all alike)
   int64_t tile = 2;  // output tile side: the packs' (all alike)
   int64_t positions = 16;  // (tile + 2)^2
 
@@ -751,21 +761,29 @@ DenseBlockPlan::DenseBlockPlan(const std::array<DenseConv, 5>& convs) {
   const at::Tensor& first_input = convs[0].new_channels;
   const int64_t batch = first_input.size(0), height = first_input.size(2), width = first_input.size(3);
   int64_t max_columns = 0;
-  tile = bf16_pack_tile(convs[0].pack);
+  bf16 = convs[0].pack.scalar_type() == at::kBFloat16;
+  tile = pack_tile(convs[0].pack);
   for (const DenseConv& conv : convs) {
     const at::Tensor& added = conv.new_channels;
     TORCH_CHECK(added.dim() == 4 && added.size(0) == batch && added.size(2) == height && added.size(3) == width &&
                     added.scalar_type() == at::kFloat && channels_innermost(added),
                 "dense_blocks_wavefront: new channels must be float32 (", batch, ", C, ", height, ", ", width,
                 ") with channel stride 1, got ", added.sizes());
-    TORCH_CHECK(added.size(1) % 2 == 0, "dense_blocks_wavefront: channel counts must be even, got ", added.size(1));
+    TORCH_CHECK(!bf16 || added.size(1) % 2 == 0, "dense_blocks_wavefront: channel counts must be even with bf16 "
+                "packs, got ", added.size(1));
     check_pixels(conv.out, conv.out, "out");
     TORCH_CHECK(conv.out.size(0) == batch && conv.out.size(2) == height && conv.out.size(3) == width,
                 "dense_blocks_wavefront: out has shape ", conv.out.sizes());
     channels += added.size(1);
-    check_bf16_pack(conv.pack, channels, conv.out.size(1));
-    TORCH_CHECK(bf16_pack_tile(conv.pack) == tile, "dense_blocks_wavefront: the packs of a dense block must be for "
-                "one output tile, got ", tile, " and ", bf16_pack_tile(conv.pack));
+    TORCH_CHECK((conv.pack.scalar_type() == at::kBFloat16) == bf16,
+                "dense_blocks_wavefront: the packs of a dense block must be all bf16 or all float32");
+    if (bf16) {
+      check_bf16_pack(conv.pack, channels, conv.out.size(1));
+    } else {
+      check_float_pack(conv.pack, channels, conv.out.size(1));
+    }
+    TORCH_CHECK(pack_tile(conv.pack) == tile, "dense_blocks_wavefront: the packs of a dense block must be for "
+                "one output tile, got ", tile, " and ", pack_tile(conv.pack));
     max_columns = std::max(max_columns, bf16_packed_columns(conv.out.size(1)));
   }
   const Geometry g = geometry(batch, height, width, tile);
@@ -783,7 +801,8 @@ DenseBlockPlan::DenseBlockPlan(const std::array<DenseConv, 5>& convs) {
     a.v_offset = filled;
     a.v_row = channels;
     a.depth = filled + added.size(1);
-    a.ldm = a.ldu = bf16_packed_columns(conv.out.size(1));
+    a.ldm = bf16_packed_columns(conv.out.size(1));
+    a.ldu = bf16 ? a.ldm : conv.out.size(1);
     biases[k] = conv.bias.contiguous();
     kinds[k] = conv.epilogue.kind;
     at::Tensor out = conv.out;
@@ -791,13 +810,14 @@ DenseBlockPlan::DenseBlockPlan(const std::array<DenseConv, 5>& convs) {
     filled += added.size(1);
   }
   const int64_t rows = g.batch * g.tiles_h;
-  const int64_t row_bytes = positions * g.tiles_w * channels * int64_t(sizeof(uint16_t));
+  const int64_t element_bytes = bf16 ? sizeof(uint16_t) : sizeof(float);
+  const int64_t row_bytes = positions * g.tiles_w * channels * element_bytes;
   const int64_t band_rows = std::clamp<int64_t>(kWavefrontRingBytes / (kRingBands * row_bytes), 1, rows);
   bands = (rows + band_rows - 1) / band_rows;
   band_tiles = band_rows * g.tiles_w;
-  chunk = std::min(chunk_tiles(channels * int64_t(sizeof(uint16_t)), max_columns, positions), band_tiles);
+  chunk = std::min(chunk_tiles(channels * element_bytes, max_columns, positions), band_tiles);
   band_v = positions * band_tiles * channels;
-  ring_size = std::min(bands, kRingBands) * band_v;
+  ring_bytes = std::min(bands, kRingBands) * band_v * element_bytes;
 }
 
 void DenseBlockPlan::run(int64_t conv, int64_t band, int64_t index, std::vector<float>& m,
@@ -805,12 +825,15 @@ void DenseBlockPlan::run(int64_t conv, int64_t band, int64_t index, std::vector<
   const int64_t first = band * band_tiles + index * chunk;
   const int64_t n = std::min(chunk, std::min(tiles, (band + 1) * band_tiles) - first);
   // within a band the tiles' V are contiguous chunk by chunk, each chunk position-major
-  uint16_t* v = ring + (band % kRingBands) * band_v +
-                index * chunk * positions * channels;
-  if (tile == 4) {
-    run_tiles<Bf16Products, 4>(args[conv], kinds[conv], first, n, v, m, sink);
+  const int64_t offset = (band % kRingBands) * band_v + index * chunk * positions * channels;
+  if (bf16) {
+    uint16_t* v = reinterpret_cast<uint16_t*>(ring) + offset;
+    tile == 4 ? run_tiles<Bf16Products, 4>(args[conv], kinds[conv], first, n, v, m, sink)
+              : run_tiles<Bf16Products, 2>(args[conv], kinds[conv], first, n, v, m, sink);
   } else {
-    run_tiles<Bf16Products, 2>(args[conv], kinds[conv], first, n, v, m, sink);
+    float* v = reinterpret_cast<float*>(ring) + offset;
+    tile == 4 ? run_tiles<Fp32Products, 4>(args[conv], kinds[conv], first, n, v, m, sink)
+              : run_tiles<Fp32Products, 2>(args[conv], kinds[conv], first, n, v, m, sink);
   }
 }
 
@@ -917,16 +940,17 @@ class WavefrontScheduler {
 
 void dense_blocks_wavefront(const std::vector<std::array<DenseConv, 5>>& blocks) {
   std::vector<std::unique_ptr<DenseBlockPlan>> plans;
-  int64_t ring_size = 0;
+  int64_t ring_bytes = 0;
   for (const auto& convs : blocks) {
     plans.push_back(std::make_unique<DenseBlockPlan>(convs));
-    ring_size = std::max(ring_size, plans.back()->ring_size);
+    ring_bytes = std::max(ring_bytes, plans.back()->ring_bytes);
   }
   // Kept between calls: a fresh ring per call came from mmap whenever glibc's threshold said
   // so, and faulting its pages in took up to half of a bf16 forward (nf64 at 64x64: 80 -> 150 ms).
-  thread_local std::vector<uint16_t> ring;
-  if (static_cast<int64_t>(ring.size()) < ring_size) ring.resize(ring_size);
-  for (auto& plan : plans) plan->ring = ring.data();
+  thread_local std::vector<float> ring;  // float: aligned for either element type
+  const int64_t ring_floats = (ring_bytes + int64_t(sizeof(float)) - 1) / int64_t(sizeof(float));
+  if (static_cast<int64_t>(ring.size()) < ring_floats) ring.resize(ring_floats);
+  for (auto& plan : plans) plan->ring = reinterpret_cast<unsigned char*>(ring.data());
   WavefrontScheduler scheduler(plans);
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) { scheduler.work(); });
 }
@@ -1007,18 +1031,12 @@ at::Tensor conv_chain(const at::Tensor& x, const std::vector<ChainConv>& convs, 
                 "conv_chain: each bias must be contiguous float32 (C_out)");
     const int64_t out_channels = conv.bias.size(0);
     const bool bf16 = conv.pack.scalar_type() == at::kBFloat16;
-    int64_t output_tile = 2;
     if (bf16) {
       check_bf16_pack(conv.pack, Bf16Products::row(channels), out_channels);
-      output_tile = bf16_pack_tile(conv.pack);
     } else {
-      output_tile = conv.pack.dim() == 3 && conv.pack.size(0) == kPositionsOf<4> ? 4 : 2;
-      const int64_t positions = output_tile == 4 ? kPositionsOf<4> : kPositionsOf<2>;
-      TORCH_CHECK(conv.pack.scalar_type() == at::kFloat && conv.pack.is_contiguous() &&
-                      conv.pack.sizes() == at::IntArrayRef({positions, channels, out_channels}),
-                  "conv_chain: a float32 pack must be contiguous (16 or 36, ", channels, ", ", out_channels, "), got ",
-                  conv.pack.sizes());
+      check_float_pack(conv.pack, channels, out_channels);
     }
+    const int64_t output_tile = pack_tile(conv.pack);
     if (conv.upsample) {
       height *= 2;
       width *= 2;
@@ -1099,15 +1117,9 @@ void winograd_packed_conv3x3_into(const at::Tensor& input, bool upsample, const 
   } else {
     a.v_row = a.v_columns = a.depth = Fp32Products::row(in_channels);
     a.ldu = out_channels;
-    const int64_t positions = packed_weight.dim() == 3 ? packed_weight.size(0) : 0;
-    TORCH_CHECK(packed_weight.scalar_type() == at::kFloat && packed_weight.is_contiguous() &&
-                    (positions == kPositionsOf<2> || positions == kPositionsOf<4>) &&
-                    packed_weight.sizes() == at::IntArrayRef({positions, in_channels, out_channels}),
-                "winograd_packed: the float32 pack must be contiguous (16 or 36, ", in_channels, ", ", out_channels,
-                ") for ", in_channels, " -> ", out_channels, " channels, got ", packed_weight.sizes(), " ",
-                packed_weight.scalar_type());
+    check_float_pack(packed_weight, in_channels, out_channels);
   }
-  const int64_t tile = bf16 ? bf16_pack_tile(packed_weight) : packed_weight.size(0) == kPositionsOf<4> ? 4 : 2;
+  const int64_t tile = pack_tile(packed_weight);
   const Geometry g = geometry(out.size(0), out.size(2), out.size(3), tile);
   const std::vector<float> zeros(std::max(a.v_row, a.ldm) + 16, 0.f);  // the zero padding
   a.in = source_of(input, static_cast<int>(shift));

@@ -39,16 +39,16 @@ void winograd_packed_conv3x3_into(const at::Tensor& input, bool upsample, const 
 // One conv of a dense block for dense_block_wavefront: its input is every channel of the
 // earlier convs' `new_channels` plus its own; out = epilogue(conv3x3(input) + bias).
 struct DenseConv {
-  at::Tensor new_channels;  // (B, c, H, W) float32, channel stride 1, c even
-  at::Tensor pack;          // winograd_bf16_pack_weight of the (C_out, all input channels, 3, 3) weight
-                            // (the five convs of a block: one output tile)
+  at::Tensor new_channels;  // (B, c, H, W) float32, channel stride 1, c even with bf16 packs
+  at::Tensor pack;          // winograd_bf16_pack_weight or winograd_weight_transform (float32) of the
+                            // (C_out, all input channels, 3, 3) weight (a block's five: one kind, one tile)
   at::Tensor bias;          // float32 (C_out)
   EpilogueArgs epilogue;
   at::Tensor out;           // (B, C_out, H, W) float32, channel stride 1
 };
 
 // Dense blocks one after the other (block i+1's convs read what block i's wrote), each of
-// five convs with bf16 GEMMs and their Winograd V shared: conv k transforms only the channels
+// five convs (bf16 or float32 GEMMs) and their Winograd V shared: conv k transforms only the channels
 // conv k-1 wrote and multiplies every channel so far (conv5 of an nf 64, gc 32 block
 // transforms 32 of its 192 input channels). A block runs as a wavefront over bands of tile
 // rows (conv k two bands behind conv k-1), so only the V of a few bands is kept: the working

@@ -3,7 +3,8 @@ products where the CPU has them (docs/ARCHITECTURE.md 5).
 
 Two modes, both inference only (no autograd):
 
-- float32 (`bf16=False`): the generator's forward written out below, every RRDB run by
+- float32 (`bf16=False`): the generator's forward written out below (the dense blocks as one
+  wavefront where the CPU has the AVX-512 transforms: same arithmetic), every RRDB run by
   spsr_fast::rrdb_packed (the trunk's: spsr_fast::rrdb_trunk_packed, all in one call) on
   Winograd weights transformed once per model (where
   spsr_fast::dense_blocks transforms, and first copies, all of them on every call: the RRDBs are
