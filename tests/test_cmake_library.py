@@ -30,7 +30,8 @@ CHECKS = textwrap.dedent("""
     registered = sorted(n.split("::")[1] for n in torch._C._dispatch_get_all_op_names()
                         if n.startswith("spsr_fast::"))
     covered = sorted(["gradient_map", "gradient_map_backward", "info_nce", "info_nce_backward",
-                      "dense_blocks", "conv3x3_winograd", "winograd_pack", "conv3x3_packed", "rrdb_packed", "conv_chain"])
+                      "dense_blocks", "conv3x3_winograd", "winograd_pack", "conv3x3_packed", "rrdb_packed",
+                      "rrdb_trunk_packed", "conv_chain"])
     assert registered == covered, f"ops registered {registered}, this test covers {covered}"
 
     def close_fp32(got, truth, fp32_ref, what):
@@ -138,6 +139,14 @@ CHECKS = textwrap.dedent("""
     got = ops.rrdb_packed(x, [ops.winograd_pack(w, True) for w in weights], biases, 0.2, True)
     assert max_error(got, truth) <= 2 * max_error(bf16_ref, truth), \
         f"rrdb_packed bf16: error {max_error(got, truth):.3g} > 2 x {max_error(bf16_ref, truth):.3g}"
+    # rrdb_trunk_packed: two RRDBs in one call are rrdb_packed twice, bit for bit (float32 and bf16)
+    second_weights, second_biases = params(3)
+    for bf16 in (False, True):
+        first = [ops.winograd_pack(w, bf16) for w in weights]
+        second = [ops.winograd_pack(w, bf16) for w in second_weights]
+        got = ops.rrdb_trunk_packed(x, first + second, list(biases) + list(second_biases), 0.2)
+        expected = ops.rrdb_packed(ops.rrdb_packed(x, first, biases, 0.2, True), second, second_biases, 0.2, True)
+        assert torch.equal(got, expected), f"rrdb_trunk_packed bf16={bf16}: max difference {max_error(got, expected.double()):.3g}"
     # conv_chain (an x4 tail computed tile by tile: upsample + lrelu twice, then a plain conv to
     # 3 channels in float32) against float64: no more than twice the error of torch's convs in
     # the packs' dtype, with tiles smaller than the image
@@ -153,12 +162,14 @@ CHECKS = textwrap.dedent("""
             y = F.leaky_relu(y, 0.2) if lrelu else y
         return y.double()
     truth = chain(torch.float64)
-    for bf16, dtype in ((False, torch.float32), (True, torch.bfloat16)):
-        packs = [ops.winograd_pack(w, bf16 and i < 2) for i, w in enumerate(weights)]
+    # (float32 F(4x4): within 3x, measured 2.3-2.5x on white noise)
+    for bf16, dtype, tile, factor in ((False, torch.float32, 2, 2), (True, torch.bfloat16, 2, 2),
+                                      (False, torch.float32, 4, 3)):
+        packs = [ops.winograd_pack(w, bf16 and i < 2, tile) for i, w in enumerate(weights)]
         got = ops.conv_chain(x, packs, biases, upsample, leaky, 8)
         assert got.shape == truth.shape, f"conv_chain {dtype}: shape {tuple(got.shape)}"
-        assert max_error(got, truth) <= 2 * max_error(chain(dtype), truth), \
-            f"conv_chain {dtype}: error {max_error(got, truth):.3g} > 2 x {max_error(chain(dtype), truth):.3g}"
+        assert max_error(got, truth) <= factor * max_error(chain(dtype), truth), \
+            f"conv_chain {dtype} F({tile}x{tile}): error {max_error(got, truth):.3g} > {factor} x {max_error(chain(dtype), truth):.3g}"
     print("ok:", ", ".join(covered))
 """)
 
