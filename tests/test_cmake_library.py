@@ -162,14 +162,17 @@ CHECKS = textwrap.dedent("""
             y = F.leaky_relu(y, 0.2) if lrelu else y
         return y.double()
     truth = chain(torch.float64)
-    # (float32 F(4x4): within 3x, measured 2.3-2.5x on white noise)
-    for bf16, dtype, tile, factor in ((False, torch.float32, 2, 2), (True, torch.bfloat16, 2, 2),
-                                      (False, torch.float32, 4, 3)):
-        packs = [ops.winograd_pack(w, bf16 and i < 2, tile) for i, w in enumerate(weights)]
+    for bf16, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        packs = [ops.winograd_pack(w, bf16 and i < 2) for i, w in enumerate(weights)]
         got = ops.conv_chain(x, packs, biases, upsample, leaky, 8)
         assert got.shape == truth.shape, f"conv_chain {dtype}: shape {tuple(got.shape)}"
-        assert max_error(got, truth) <= factor * max_error(chain(dtype), truth), \
-            f"conv_chain {dtype} F({tile}x{tile}): error {max_error(got, truth):.3g} > {factor} x {max_error(chain(dtype), truth):.3g}"
+        assert max_error(got, truth) <= 2 * max_error(chain(dtype), truth), \
+            f"conv_chain {dtype}: error {max_error(got, truth):.3g} > 2 x {max_error(chain(dtype), truth):.3g}"
+    # float32 F(4x4) packs (the engine's float32 tails): the float32 bound, 1e-5 of the output's
+    # range (on these 8-channel convs about 3x torch's float32 error)
+    got = ops.conv_chain(x, [ops.winograd_pack(w, False, 4) for w in weights], biases, upsample, leaky, 8)
+    assert max_error(got, truth) <= 1e-5 * max(truth.abs().max().item(), 1.0), \
+        f"conv_chain float32 F(4x4): error {max_error(got, truth):.3g}"
     print("ok:", ", ".join(covered))
 """)
 

@@ -336,6 +336,25 @@ def test_fp32_engine_blocks_are_bit_for_bit_the_model_blocks(nets, name):
         assert torch.equal(engine._trunk(x, 1, len(net.body)), net.body[1:](x))
 
 
+@pytest.mark.parametrize("nf, gc", [(8, 4), (24, 8), (16, 4), (32, 16)])
+def test_fp32_rrdb_packed_is_dense_blocks_bit_for_bit(nf, gc):
+    """rrdb_packed with float32 packs (the wavefront where the AVX-512 transforms run) gives
+    spsr_fast::dense_blocks' result exactly, also for channel counts that are not multiples of
+    16 (masked vectors) and through both residual epilogues (odd image: 7 x 6)."""
+    g = torch.Generator().manual_seed(nf + gc)
+    weights, biases = [], []
+    for i in range(15):
+        c_out, c_in = (gc if i % 5 < 4 else nf), nf + (i % 5) * gc
+        weights.append(torch.randn(c_out, c_in, 3, 3, generator=g) / (9 * c_in) ** 0.5)
+        biases.append(0.1 * torch.randn(c_out, generator=g))
+    x = channels_last(torch.randn(2, nf, 7, 6, generator=g))
+    packs = [torch.ops.spsr_fast.winograd_pack(w, False) for w in weights]
+    for outer in (False, True):
+        expected, _ = torch.ops.spsr_fast.dense_blocks(x, weights, biases, 0.2, outer, False)
+        got = torch.ops.spsr_fast.rrdb_packed(x, packs, biases, 0.2, outer)
+        assert torch.equal(got, expected), (outer, (got - expected).abs().max().item())
+
+
 @pytest.mark.parametrize("name", ["bundled", "x2-unshuffle"])
 def test_bf16_trunk_is_the_rrdbs_one_after_the_other(nets, name):
     """bf16 rrdb_trunk_packed runs every dense block of the trunk in one wavefront, on shared

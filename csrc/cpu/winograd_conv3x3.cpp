@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -43,7 +44,9 @@ PixelView pixel_view(const at::Tensor& t) {
   return {t.data_ptr<float>(), t.stride(0), t.stride(2), t.stride(3)};
 }
 
-#define SPSR_VECTOR_CLONES SPSR_X86_CLONES("avx512f", "avx2", "default")
+// x86-64-v3 and v4 include FMA, so the epilogues' std::fma is one instruction there (the
+// default clone calls libm's fmaf: same result, slower).
+#define SPSR_VECTOR_CLONES SPSR_X86_CLONES("arch=x86-64-v4", "arch=x86-64-v3", "default")
 
 // V[p][i][c] for the n tiles from `first`: the 4x4 input patch of each tile (zero outside the
 // image), transformed.
@@ -124,9 +127,12 @@ SPSR_VECTOR_CLONES void output_transform(const float* __restrict m, int64_t chan
         if constexpr (kEpilogue == ConvEpilogue::kBiasLeakyRelu) {
           v = v > 0.f ? v : v * negative_slope;
         } else if constexpr (kEpilogue == ConvEpilogue::kResidual) {
-          v = r1[k][c] + scale * v;
+          // fused explicitly: whether `r1 + scale * v` contracts to an FMA depends on the
+          // compiler's flags (-std=c++17 vs gnu++20), and the CPU engine's wavefront
+          // (csrc/cpu/winograd_packed.cpp) must give these bits exactly
+          v = std::fma(scale, v, r1[k][c]);
         } else if constexpr (kEpilogue == ConvEpilogue::kResidual2) {
-          v = r2[k][c] + scale * (r1[k][c] + scale * v);
+          v = std::fma(scale, std::fma(scale, v, r1[k][c]), r2[k][c]);
         }
         o[k][c] = v;
       }
