@@ -194,7 +194,7 @@ at::Tensor dense_blocks_by_wavefront(const at::Tensor& x, at::TensorList packs, 
 
 // float32 dense blocks, exactly as spsr_fast::dense_blocks without keep_buffers: `buffer`
 // (nf + 4 gc channels) and `next_input` (nf) are the caller's scratch.
-void float32_dense_blocks(const at::Tensor& x, at::TensorList packs, const std::vector<at::Tensor>& biases,
+void float32_dense_blocks(const at::Tensor& x, at::TensorList packs, at::TensorList biases,
                           double residual_scale, bool outer_residual, int64_t gc, at::Tensor buffer,
                           at::Tensor next_input, at::Tensor out) {
   const int64_t nf = x.size(1), blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
@@ -261,9 +261,12 @@ bool by_wavefront(at::TensorList packs, int64_t nf, int64_t gc) {
   return std::none_of(packs.begin(), packs.end(), is_bf16_pack) && winograd_packed_native();
 }
 
-at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases, double residual_scale,
-                       bool outer_residual) {
-  const int64_t gc = check_dense_block_args(x, packs, biases, 1, "rrdb_packed");
+// Dense blocks one after the other in groups of `group` blocks (rrdb_packed: all of them; a
+// trunk: 3, an RRDB), each group with its outer residual where `outer_residual`. The scratch
+// is allocated once per call: fresh scratch per RRDB page-faulted up to half of a bf16
+// forward's time in.
+at::Tensor grouped_dense_blocks(const at::Tensor& x, at::TensorList packs, at::TensorList biases,
+                                double residual_scale, bool outer_residual, int64_t group, int64_t gc) {
   const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
   const auto channels_last = at::MemoryFormat::ChannelsLast;
   const at::Tensor x_cl = x.contiguous(channels_last);
@@ -273,47 +276,37 @@ at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList
   at::Tensor out = new_buffer(nf);
   if (x.numel() == 0) return out;
   const std::vector<at::Tensor> bias_c = contiguous_all(biases);
-  const int64_t blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
   if (by_wavefront(packs, nf, gc)) {
-    return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, outer_residual, blocks, gc, out);
+    return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, outer_residual, group, gc, out);
   }
-  float32_dense_blocks(x_cl, packs, bias_c, residual_scale, outer_residual, gc, new_buffer(nf + 4 * gc),
-                       blocks > 1 ? new_buffer(nf) : at::Tensor(), out);
+  const int64_t per_group = kConvsPerBlock * group, groups = static_cast<int64_t>(packs.size()) / per_group;
+  const at::Tensor buffer = new_buffer(nf + 4 * gc), next_input = group > 1 ? new_buffer(nf) : at::Tensor();
+  at::Tensor spare[2], input = x_cl;
+  for (int64_t r = 0; r < groups; ++r) {
+    at::Tensor& output = r + 1 == groups ? out : spare[r % 2];
+    if (!output.defined()) output = new_buffer(nf);
+    float32_dense_blocks(input, packs.slice(r * per_group, per_group),
+                         at::TensorList(bias_c).slice(r * per_group, per_group), residual_scale, outer_residual, gc,
+                         buffer, next_input, output);
+    input = output;
+  }
   return out;
 }
 
+at::Tensor rrdb_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases, double residual_scale,
+                       bool outer_residual) {
+  const int64_t gc = check_dense_block_args(x, packs, biases, 1, "rrdb_packed");
+  const int64_t blocks = static_cast<int64_t>(packs.size()) / kConvsPerBlock;
+  return grouped_dense_blocks(x, packs, biases, residual_scale, outer_residual, blocks, gc);
+}
+
 // RRDBs one after the other (15 packs each), each what rrdb_packed(outer_residual=true) gives
-// (float32 packs: bit for bit), with the scratch allocated once per call rather than per RRDB
-// (fresh scratch per RRDB page-faulted up to half of a bf16 forward's time in) and, for bf16
-// packs, every dense block in one wavefront.
+// (float32 packs: bit for bit), and for bf16 packs every dense block in one wavefront.
 at::Tensor rrdb_trunk_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases,
                              double residual_scale) {
   constexpr int64_t kBlocksPerRrdb = 3;
   const int64_t gc = check_dense_block_args(x, packs, biases, kBlocksPerRrdb, "rrdb_trunk_packed");
-  const int64_t batch = x.size(0), nf = x.size(1), height = x.size(2), width = x.size(3);
-  const auto channels_last = at::MemoryFormat::ChannelsLast;
-  const at::Tensor x_cl = x.contiguous(channels_last);
-  auto new_buffer = [&](int64_t channels) {
-    return at::empty({batch, channels, height, width}, x.options().memory_format(channels_last));
-  };
-  at::Tensor out = new_buffer(nf);
-  if (x.numel() == 0) return out;
-  const std::vector<at::Tensor> bias_c = contiguous_all(biases);
-  if (by_wavefront(packs, nf, gc)) {
-    return dense_blocks_by_wavefront(x_cl, packs, bias_c, residual_scale, true, kBlocksPerRrdb, gc, out);
-  }
-  const int64_t per_rrdb = kConvsPerBlock * kBlocksPerRrdb, rrdbs = static_cast<int64_t>(packs.size()) / per_rrdb;
-  const at::Tensor buffer = new_buffer(nf + 4 * gc), next_input = new_buffer(nf);
-  at::Tensor spare[2], input = x_cl;
-  for (int64_t r = 0; r < rrdbs; ++r) {
-    at::Tensor& output = r + 1 == rrdbs ? out : spare[r % 2];
-    if (!output.defined()) output = new_buffer(nf);
-    float32_dense_blocks(input, packs.slice(r * per_rrdb, per_rrdb),
-                         std::vector<at::Tensor>(bias_c.begin() + r * per_rrdb, bias_c.begin() + (r + 1) * per_rrdb),
-                         residual_scale, true, gc, buffer, next_input, output);
-    input = output;
-  }
-  return out;
+  return grouped_dense_blocks(x, packs, biases, residual_scale, true, kBlocksPerRrdb, gc);
 }
 
 at::Tensor conv_chain_packed(const at::Tensor& x, at::TensorList packs, at::TensorList biases,

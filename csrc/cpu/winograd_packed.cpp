@@ -37,6 +37,7 @@
 #include <mutex>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "small_gemm.h"
@@ -610,6 +611,20 @@ void run_chunks(const ChunkArgs& a, ConvEpilogue kind) {
   });
 }
 
+// Calls run(P{}, std::integral_constant<int, kM>{}) for a pack's GEMM precision (bf16:
+// Bf16Products, else Fp32Products) and output tile (2 or 4): the one place that maps packs to
+// kernel instantiations.
+template <typename Run>
+void with_pack_kernel(bool bf16, int64_t tile, const Run& run) {
+  using F2 = std::integral_constant<int, 2>;
+  using F4 = std::integral_constant<int, 4>;
+  if (bf16) {
+    tile == 4 ? run(Bf16Products{}, F4{}) : run(Bf16Products{}, F2{});
+  } else {
+    tile == 4 ? run(Fp32Products{}, F4{}) : run(Fp32Products{}, F2{});
+  }
+}
+
 bool channels_innermost(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1) == 1; }
 
 void check_pixels(const at::Tensor& t, const at::Tensor& like, const char* name) {
@@ -826,15 +841,11 @@ void DenseBlockPlan::run(int64_t conv, int64_t band, int64_t index, std::vector<
   const int64_t n = std::min(chunk, std::min(tiles, (band + 1) * band_tiles) - first);
   // within a band the tiles' V are contiguous chunk by chunk, each chunk position-major
   const int64_t offset = (band % kRingBands) * band_v + index * chunk * positions * channels;
-  if (bf16) {
-    uint16_t* v = reinterpret_cast<uint16_t*>(ring) + offset;
-    tile == 4 ? run_tiles<Bf16Products, 4>(args[conv], kinds[conv], first, n, v, m, sink)
-              : run_tiles<Bf16Products, 2>(args[conv], kinds[conv], first, n, v, m, sink);
-  } else {
-    float* v = reinterpret_cast<float*>(ring) + offset;
-    tile == 4 ? run_tiles<Fp32Products, 4>(args[conv], kinds[conv], first, n, v, m, sink)
-              : run_tiles<Fp32Products, 2>(args[conv], kinds[conv], first, n, v, m, sink);
-  }
+  with_pack_kernel(bf16, tile, [&](auto products, auto output_tile) {
+    using P = decltype(products);
+    auto* v = reinterpret_cast<typename P::Element*>(ring) + offset;
+    run_tiles<P, decltype(output_tile)::value>(args[conv], kinds[conv], first, n, v, m, sink);
+  });
 }
 
 inline void pause_briefly() {
@@ -1007,16 +1018,6 @@ void chain_conv(const ChainConv& conv, const ChainStage& stage, const Source& in
   }
 }
 
-template <typename P>
-void chain_conv(const ChainConv& conv, const ChainStage& stage, const Source& in, const Region& region,
-                const Pixels& out, const float* zeros, std::vector<float>& m, std::vector<float>& sink) {
-  if (stage.output_tile == 4) {
-    chain_conv<P, 4>(conv, stage, in, region, out, zeros, m, sink);
-  } else {
-    chain_conv<P, 2>(conv, stage, in, region, out, zeros, m, sink);
-  }
-}
-
 }  // namespace
 
 at::Tensor conv_chain(const at::Tensor& x, const std::vector<ChainConv>& convs, int64_t tile) {
@@ -1081,11 +1082,10 @@ at::Tensor conv_chain(const at::Tensor& x, const std::vector<ChainConv>& convs, 
         if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
         target = {buffer.data(), 0, r.width() * stage.out_channels, stage.out_channels};
       }
-      if (stage.bf16) {
-        chain_conv<Bf16Products>(convs[i], stage, in, r, target, zeros.data(), m, sink);
-      } else {
-        chain_conv<Fp32Products>(convs[i], stage, in, r, target, zeros.data(), m, sink);
-      }
+      with_pack_kernel(stage.bf16, stage.output_tile, [&](auto products, auto output_tile) {
+        chain_conv<decltype(products), decltype(output_tile)::value>(convs[i], stage, in, r, target, zeros.data(), m,
+                                                                     sink);
+      });
       // the next conv reads this region
       in = {target.data, 0, target.sh, target.sw, 0, r.height(), r.width(), 0, 0, r.y0, r.x0};
     }
@@ -1127,15 +1127,9 @@ void winograd_packed_conv3x3_into(const at::Tensor& input, bool upsample, const 
   const at::Tensor bias_c = bias.contiguous();  // alive while the kernels read it
   fill_output_args(a, g, out, packed_weight, bias_c, epilogue, zeros.data());
   if (g.tiles() == 0 || out_channels == 0) return;
-  if (bf16 && tile == 4) {
-    run_chunks<Bf16Products, 4>(a, epilogue.kind);
-  } else if (bf16) {
-    run_chunks<Bf16Products, 2>(a, epilogue.kind);
-  } else if (tile == 4) {
-    run_chunks<Fp32Products, 4>(a, epilogue.kind);
-  } else {
-    run_chunks<Fp32Products, 2>(a, epilogue.kind);
-  }
+  with_pack_kernel(bf16, tile, [&](auto products, auto output_tile) {
+    run_chunks<decltype(products), decltype(output_tile)::value>(a, epilogue.kind);
+  });
 }
 
 }  // namespace spsr_fast
