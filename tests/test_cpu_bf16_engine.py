@@ -18,6 +18,7 @@ from spsr_fast.inference.runner import Upscaler
 from spsr_fast.models import RRDBNet
 
 from inference_models import bundled_model, interpolating_spsrnet, reference_outputs
+from test_dense_block import make_params
 
 skimage_data = pytest.importorskip("skimage.data")
 pytestmark = pytest.mark.skipif(not cpu_engine.packed_ops_available(),
@@ -125,15 +126,9 @@ def test_bf16_rrdb_against_float64_on_white_noise(output_tile):
     odd sizes and a batch: no more than twice the error of the RRDB computed in bfloat16."""
     from spsr_fast.ops import _reference
 
-    g = torch.Generator().manual_seed(3)
     nf, gc = 16, 8
-    weights, biases = [], []
-    for _ in range(3):
-        for k in range(5):
-            c_in, c_out = nf + k * gc, gc if k < 4 else nf
-            weights.append(torch.randn(c_out, c_in, 3, 3, generator=g) / (9 * c_in) ** 0.5)
-            biases.append(0.1 * torch.randn(c_out, generator=g))
-    x = channels_last(torch.randn(2, nf, 11, 9, generator=g))
+    weights, biases = make_params(nf, gc, 3, seed=3, requires_grad=False)
+    x = channels_last(torch.randn(2, nf, 11, 9, generator=torch.Generator().manual_seed(3)))
     packs = [torch.ops.spsr_fast.winograd_pack(w, True, output_tile) for w in weights]
     got = torch.ops.spsr_fast.rrdb_packed(x, packs, biases, 0.2, True)
     exact = _reference.rrdb_reference(x.double(), [w.double() for w in weights], [b.double() for b in biases], 0.2)
@@ -288,6 +283,13 @@ def test_bf16_engine_is_no_less_precise_than_openvino_default(tmp_path, nets):
     assert (ours - expected).abs().mean() <= MEAN_ERROR_BOUND
 
 
+def engine_with_packs(net, bf16: bool) -> cpu_engine.CpuEngine:
+    """A CpuEngine whose building blocks (rrdb, _trunk) can be called directly."""
+    engine = cpu_engine.CpuEngine(net, bf16=bf16)
+    engine._packs = cpu_engine.packs_of(net)
+    return engine
+
+
 def fp32_test_net(nets, name):
     if name == "x2-unshuffle":
         torch.manual_seed(0)
@@ -325,8 +327,7 @@ def test_fp32_engine_blocks_are_bit_for_bit_the_model_blocks(nets, name):
     each gives exactly the model's RRDB (spsr_fast::dense_blocks) on the same input, and the
     whole trunk in one rrdb_trunk_packed call exactly the model's RRDBs one after the other."""
     net = fp32_test_net(nets, name)
-    engine = cpu_engine.CpuEngine(net, bf16=False)
-    engine._packs = cpu_engine.packs_of(net)
+    engine = engine_with_packs(net, bf16=False)
     torch.manual_seed(1)
     x = channels_last(torch.randn(1, net.config["nf"], 20, 24))
     with torch.inference_mode():
@@ -341,13 +342,8 @@ def test_fp32_rrdb_packed_is_dense_blocks_bit_for_bit(nf, gc):
     """rrdb_packed with float32 packs (the wavefront where the AVX-512 transforms run) gives
     spsr_fast::dense_blocks' result exactly, also for channel counts that are not multiples of
     16 (masked vectors) and through both residual epilogues (odd image: 7 x 6)."""
-    g = torch.Generator().manual_seed(nf + gc)
-    weights, biases = [], []
-    for i in range(15):
-        c_out, c_in = (gc if i % 5 < 4 else nf), nf + (i % 5) * gc
-        weights.append(torch.randn(c_out, c_in, 3, 3, generator=g) / (9 * c_in) ** 0.5)
-        biases.append(0.1 * torch.randn(c_out, generator=g))
-    x = channels_last(torch.randn(2, nf, 7, 6, generator=g))
+    weights, biases = make_params(nf, gc, 3, seed=nf + gc, requires_grad=False)
+    x = channels_last(torch.randn(2, nf, 7, 6, generator=torch.Generator().manual_seed(nf + gc)))
     packs = [torch.ops.spsr_fast.winograd_pack(w, False) for w in weights]
     for outer in (False, True):
         expected, _ = torch.ops.spsr_fast.dense_blocks(x, weights, biases, 0.2, outer, False)
@@ -360,8 +356,7 @@ def test_bf16_trunk_is_the_rrdbs_one_after_the_other(nets, name):
     """bf16 rrdb_trunk_packed runs every dense block of the trunk in one wavefront, on shared
     scratch: the same values as one rrdb_packed call per RRDB, bit for bit (odd sizes: 21 x 26)."""
     net = fp32_test_net(nets, name)
-    engine = cpu_engine.CpuEngine(net, bf16=True)
-    engine._packs = cpu_engine.packs_of(net)
+    engine = engine_with_packs(net, bf16=True)
     torch.manual_seed(2)
     x = channels_last(torch.randn(1, net.config["nf"], 21, 26))
     with torch.inference_mode():

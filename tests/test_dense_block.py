@@ -14,7 +14,7 @@ from helpers import assert_close_to_truth, make_input
 HALF = (torch.float16, torch.bfloat16)
 
 
-def make_params(nf, gc, blocks, dtype=torch.float32, device="cpu", seed=0):
+def make_params(nf, gc, blocks, dtype=torch.float32, device="cpu", seed=0, requires_grad=True):
     g = torch.Generator().manual_seed(seed)
     weights, biases = [], []
     for i in range(5 * blocks):
@@ -23,8 +23,8 @@ def make_params(nf, gc, blocks, dtype=torch.float32, device="cpu", seed=0):
         # scale so that activations stay O(1) through the blocks
         w = torch.randn((c_out, c_in, 3, 3), generator=g, dtype=torch.float64) * (1.0 / (9 * c_in)) ** 0.5
         b = torch.randn((c_out,), generator=g, dtype=torch.float64) * 0.1
-        weights.append(w.to(device=device, dtype=dtype).requires_grad_(True))
-        biases.append(b.to(device=device, dtype=dtype).requires_grad_(True))
+        weights.append(w.to(device=device, dtype=dtype).requires_grad_(requires_grad))
+        biases.append(b.to(device=device, dtype=dtype).requires_grad_(requires_grad))
     return weights, biases
 
 
